@@ -6,14 +6,19 @@
   (other keys are kept in `PromptExample.extra`); blank lines and a UTF-8 BOM are fine;
 - a `.parquet` file in the same schema or in verl's (`prompt` = `[{"role", "content"}]`,
   `reward_model.ground_truth`, `data_source`, `extra_info`);
-- a `.json` / `.csv` file, a folder written by `datasets.save_to_disk`, a folder of data files,
-  or a Hugging Face dataset name, all read through `datasets` (`split` picks the split).
+- a `.json` file holding one array of such objects (or JSON lines);
+- a folder written by `datasets.save_to_disk`, a folder of data files (e.g. `train.jsonl` and
+  `test.jsonl`), or a Hugging Face dataset name, read through `datasets` (`split` picks the split).
+
+Single files are read by us, not by `datasets`: its type inference can change a column's type
+(a `ground_truth` column mixing "2" and 4 comes back as integers), hiding the bad line.
 
 Every record is validated; a bad one raises `DataValidationError` naming `file:line` (or the row)
 and the field, with a hint how to fix it. Rules: `prompt` is a non-empty string or a list of chat
 messages `{"role", "content"}` with at least one non-empty user message; `ground_truth` is a
-non-empty string (numbers are rejected, not converted: `0.1 + 0.2` style float text and `1e21`
-would silently change the answer, so the file must say exactly what it means); `qid` is a string
+non-empty string, top-level or verl's `reward_model.ground_truth` (numbers are rejected, not
+converted: `str()` of a float turns 1e21 into "1e+21" and 3.0 into "3.0", silently changing the
+answer a reward compares against, so the file must spell the answer out); `qid` is a string
 or an integer (kept as text) and unique; when a record has no `qid`, it gets
 `"<data_source>-<row>"` (verl's files have none, they carry `extra_info.index` instead).
 
@@ -193,6 +198,19 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, int, Any]]:
         yield where, line_number, record
 
 
+def _json_records(path: Path) -> Iterator[tuple[str, int, Any]]:
+    """A .json file holding one array of objects (items count from 1), or JSON lines."""
+    try:
+        parsed = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        yield from _jsonl_records(path)  # JSON lines saved as .json; errors then name the line
+        return
+    if not isinstance(parsed, list):
+        raise DataValidationError(f"{path}: expected a JSON array of objects (or one object per line), got {_type_name(parsed)}")
+    for item, record in enumerate(parsed, start=1):
+        yield f"{path}:item {item}", item, record
+
+
 def _parquet_records(path: Path) -> Iterator[tuple[str, int, Any]]:
     """Yield (file:row N, row, record) for each parquet row (rows count from 1, like lines)."""
     import pyarrow.parquet as pq
@@ -225,10 +243,7 @@ def _load_hf(path_or_name: str, split: str) -> tuple[Any, str]:
                 loaded = loaded[split]
             return loaded, f"{path}[{split}]"
         if path.is_file():
-            builder = {".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix.lower())
-            if builder is None:
-                raise DataValidationError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl, .json, .parquet or .csv")
-            return datasets.load_dataset(builder, data_files=str(path), split="train"), str(path)
+            raise DataValidationError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl, .json or .parquet")
         return datasets.load_dataset(str(path_or_name), split=split), f"{path_or_name}[{split}]"
     except DataValidationError:
         raise
@@ -242,7 +257,7 @@ def _load_hf(path_or_name: str, split: str) -> tuple[Any, str]:
 
 def _looks_like_path(text: str) -> bool:
     """True when a string is meant as a local path rather than a hub dataset name."""
-    return text.startswith((".", "/", "~")) or "\\" in text or Path(text).suffix.lower() in (".jsonl", ".json", ".parquet", ".csv")
+    return text.startswith((".", "/", "~")) or "\\" in text or Path(text).suffix.lower() in (".jsonl", ".json", ".parquet")
 
 
 # ----------------------------------------------------------------------------
@@ -250,12 +265,14 @@ def _looks_like_path(text: str) -> bool:
 
 
 def load_prompts(path_or_name: str | Path, split: str = "train") -> list[PromptExample]:
-    """Load and validate prompts from a jsonl/parquet/json/csv file, a datasets folder, or a hub name."""
+    """Load and validate prompts from a jsonl/json/parquet file, a datasets folder, or a hub dataset name."""
     path = Path(path_or_name).expanduser()
     if not path.exists() and (isinstance(path_or_name, Path) or _looks_like_path(str(path_or_name))):
         raise FileNotFoundError(f"prompt file {str(path_or_name)!r} does not exist (resolved to {path.resolve()})")
     if path.is_file() and path.suffix.lower() == ".jsonl":
         return _validate_all(_jsonl_records(path), path.stem, str(path))
+    if path.is_file() and path.suffix.lower() == ".json":
+        return _validate_all(_json_records(path), path.stem, str(path))
     if path.is_file() and path.suffix.lower() == ".parquet":
         return _validate_all(_parquet_records(path), path.stem, str(path))
     dataset, origin = _load_hf(str(path) if path.exists() else str(path_or_name), split)

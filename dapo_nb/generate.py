@@ -299,7 +299,7 @@ def _eos_ids(model, tokenizer) -> torch.Tensor:
 
 def completion_logprobs(model, rollout: Rollout, rows: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """(n, C) log-probs of the completion tokens of `rows` under `model`, with gradients, prompts shared per group."""
-    if getattr(model, "is_gradient_checkpointing", False):  # checkpointing cannot carry a KV cache: one full pass
+    if getattr(model, "is_activation_checkpointing", False):  # checkpointing cannot carry a KV cache: one full pass
         mask = rollout.attention_mask[rows]
         logits = model(input_ids=rollout.input_ids[rows], attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0),
                        logits_to_keep=rollout.completion_ids.shape[1] + 1).logits[:, :-1]  # (n, C, V)

@@ -192,3 +192,17 @@ def test_embedded_model_answers_a_prompt(embedded_policy):
                           max_new_tokens=16, do_sample=False)
     assert "5" in r.completion_texts[0]
     assert math.isfinite(float(r.old_logprobs.sum()))
+
+
+def test_activation_checkpointing_path_gives_the_same_logprobs(tiny_model_dir):
+    from dapo_nb.models import load_policy
+
+    plain, tok = load_policy(str(tiny_model_dir))
+    checkpointed, _ = load_policy(str(tiny_model_dir), gradient_checkpointing=True)
+    r = generate_rollouts(plain, tok, render(tok, PROMPTS[:2]), group_size=2, max_new_tokens=5,
+                          generator=torch.Generator().manual_seed(0))
+    rows = torch.arange(len(r))
+    checkpointed.train()
+    a = completion_logprobs(plain, r, rows) * r.completion_mask
+    b = completion_logprobs(checkpointed, r, rows) * r.completion_mask
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

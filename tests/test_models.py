@@ -18,7 +18,7 @@ def test_local_directory_loads_with_left_padding_and_pad_token(tiny_model_dir):
 
 def test_gradient_checkpointing_option(tiny_model_dir):
     model, _ = load_policy(str(tiny_model_dir), gradient_checkpointing=True)
-    assert model.is_gradient_checkpointing
+    assert model.is_activation_checkpointing
 
 
 def test_dtype_choice():

@@ -164,3 +164,24 @@ def test_greedy_mode_uses_a_batch_baseline(tmp_path, train_file, model_dir):
         trainer = Trainer(make_cfg(tmp_path, train_file, "sampling.do_sample=false", "train.total_steps=1"))
     m = trainer.train()[-1]
     assert m["dynamic/num_gen_batches"] == 1 and m["dynamic/groups_kept"] == 2
+
+
+def test_lora_trains_adapters_only_saves_them_and_uses_the_base_as_reference(tmp_path, train_file, model_dir):
+    trainer = Trainer(make_cfg(tmp_path, train_file, "model.lora.r=4", "model.lora.merge_on_save=true",
+                               "dapo.beta=0.1", "train.total_steps=1"))
+    assert trainer.ref_model is None  # the base model with adapters off is the reference: no second copy
+    base_before = {k: v.clone() for k, v in trainer.model.state_dict().items() if "lora_" not in k}
+    m = trainer.train()[-1]
+    assert m["optimizer_updates"] == 2 and "kl" in m and m["kl"] >= 0
+    after = trainer.model.state_dict()
+    assert all(torch.equal(base_before[k], after[k]) for k in base_before)  # frozen base
+    ckpt = latest_checkpoint(tmp_path / "ckpt" / "t")
+    assert (ckpt / "adapter_model.safetensors").is_file() and not (ckpt / "model.safetensors").exists()
+    assert (ckpt / "merged" / "model.safetensors").is_file()
+    # a LoRA checkpoint loads as base + adapter, and its merged copy as a plain model, with the same outputs
+    ids = torch.tensor([[1, 2, 3, 4]])
+    adapter_model, _ = load_policy(str(ckpt))
+    merged_model, _ = load_policy(str(ckpt / "merged"))
+    with torch.no_grad():
+        torch.testing.assert_close(adapter_model(ids).logits, merged_model(ids).logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(adapter_model(ids).logits, trainer.model(ids).logits, atol=1e-5, rtol=1e-5)
