@@ -8,7 +8,8 @@ What is compared (one optimizer step each = `--prompts` prompts x `--group-size`
   ours  `dapo_nb.trainer.Trainer.train_step()`: batched rollouts with behaviour log-probs, our multi-objective
         reward, one token-mean DAPO update (eps 0.2 / 0.28). Dynamic sampling is OFF (`dapo.dynamic_sampling=false`)
         so both do the same work per step: TRL has no dynamic sampling. `--with-dynamic` adds a third contender,
-        `ours_ds`, with it on (it may sample several batches per step; its completions/s counts all of them).
+        `ours_ds`, with it on: it may sample several batches per step (completions/s counts all of them) and
+        drop groups without signal (`trained_completions_per_s` counts only the completions it trained on).
   trl   TRL's `GRPOTrainer` with `loss_type="dapo"`, `epsilon=0.2`, `epsilon_high=0.28`, `beta=0.0`,
         `num_iterations=1`, `per_device_train_batch_size = prompts x G` (so one generation batch = one optimizer
         step), `use_cpu=True`, `bf16=False`, `gradient_checkpointing=False`, no checkpoints, no reports.
@@ -25,9 +26,16 @@ of this one (everything the trainer does per step; model loading and our final c
 How to read the output: one line per contender and round (s/step, completions/s, tokens/s, mean completion
 length), then one JSON line. `ratio_completions_per_s` = ours / trl (target >= 2). Sampled completion lengths
 differ from run to run, and a shorter completion is cheaper, so also compare `mean_length` and
-`ratio_tokens_per_s`. `time_share` splits a step into generation, reward and the rest of scoring
-(`other_scoring`: TRL's log-prob and advantage work before the update), and the update (forward + backward +
-AdamW); the largest share is the next thing to optimize.
+`ratio_tokens_per_s`. CPU seconds (`time.process_time()`, all threads of the process) are printed beside wall
+seconds: at `--threads 1` they measure the work done and move less with the machine's load than wall time, so
+`ratio_completions_per_cpu_s` is the steadier ratio on a busy machine. `time_share` splits a step into
+generation, reward, the rest of scoring (`other_scoring`: TRL's log-prob and advantage work before the update)
+and the update (forward + backward + AdamW); the largest share is the next thing to optimize. `load` is the
+machine's load average around each run; `same_prompts_each_step` checks both trained on the same prompts.
+
+Threads: on a machine that other work keeps busy, torch's OpenMP threads wait on each other when a core is
+taken away; with 2 threads on 2 busy cores we measured generation 5x slower than with 1 thread. Compare at
+`--threads 1` on a loaded machine, and at the default (one thread per core) on an idle one.
 """
 
 from __future__ import annotations
@@ -68,17 +76,36 @@ class Settings:
 # Timing helpers (used inside the subprocesses)
 
 
-def timed(fn, bucket: list[float]):
-    """Wrap `fn` so each call appends its wall seconds to `bucket`."""
+Span = tuple[float, float]  # (wall seconds, CPU seconds of this process)
+
+
+def clock() -> Span:
+    """Wall time and this process's CPU time (all threads), in seconds."""
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: Span) -> Span:
+    """(wall, CPU) seconds elapsed since `start`."""
+    wall, cpu = clock()
+    return wall - start[0], cpu - start[1]
+
+
+def timed(fn, bucket: list[Span]):
+    """Wrap `fn` so each call appends its (wall, CPU) seconds to `bucket`."""
 
     def wrapper(*args, **kwargs):
-        t0 = time.perf_counter()
+        start = clock()
         try:
             return fn(*args, **kwargs)
         finally:
-            bucket.append(time.perf_counter() - t0)
+            bucket.append(since(start))
 
     return wrapper
+
+
+def total(bucket: list[Span]) -> Span:
+    """Summed (wall, CPU) seconds of a bucket."""
+    return sum(w for w, _ in bucket), sum(c for _, c in bucket)
 
 
 def peak_rss_mib() -> float:
@@ -86,12 +113,17 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def step_record(seconds: float, generation: float, reward: float, scoring: float, completions: int,
-                tokens: float, mean_length: float) -> dict:
+def step_record(step: Span, generation: Span, reward: Span, scoring: Span, completions: int,
+                trained_completions: int, tokens: float) -> dict:
     """One timed step; `scoring` is the whole generate-and-score phase, the update is the rest of the step."""
-    return {"seconds": seconds, "generation": generation, "reward": reward,
-            "other_scoring": max(scoring - generation - reward, 0.0), "update": max(seconds - scoring, 0.0),
-            "completions": completions, "tokens": tokens, "mean_length": mean_length}
+    record = {"completions": completions, "trained_completions": trained_completions, "tokens": tokens}
+    for prefix, i in (("", 0), ("cpu_", 1)):  # wall seconds, then CPU seconds
+        record[prefix + "seconds"] = step[i]
+        record[prefix + "generation"] = generation[i]
+        record[prefix + "reward"] = reward[i]
+        record[prefix + "other_scoring"] = max(scoring[i] - generation[i] - reward[i], 0.0)
+        record[prefix + "update"] = max(step[i] - scoring[i], 0.0)
+    return record
 
 
 # ----------------------------------------------------------------------------
@@ -117,28 +149,40 @@ def run_ours(s: Settings, workdir: Path) -> dict:
     t0 = time.perf_counter()
     trainer = trainer_module.Trainer(cfg)
     setup_s = time.perf_counter() - t0
-    generation_s: list[float] = []
-    reward_s: list[float] = []
-    trainer.reward.score = timed(trainer.reward.score, reward_s)
+    generation_s: list[Span] = []
+    reward_s: list[Span] = []
+    scoring_s: list[Span] = []
+    qids: list[str] = []
+    score = trainer.reward.score
+
+    def score_and_record(*args, **kwargs):
+        qids.extend(info["qid"] for info in kwargs.get("infos") or [])
+        return score(*args, **kwargs)
+
+    trainer.reward.score = timed(score_and_record, reward_s)
+    trainer.collect = timed(trainer.collect, scoring_s)  # sampling (+ dynamic-sampling retries) and scoring
     if hasattr(trainer_module, "generate_rollouts"):  # the generator as the trainer module calls it
         trainer_module.generate_rollouts = timed(trainer_module.generate_rollouts, generation_s)
 
     steps = []
     for step in range(WARMUP_STEPS + s.steps):
-        generation_s.clear()
-        reward_s.clear()
-        t0 = time.perf_counter()
+        for bucket in (generation_s, reward_s, scoring_s, qids):
+            bucket.clear()
+        start = clock()
         m = trainer.train_step()
-        seconds = time.perf_counter() - t0
+        elapsed = since(start)
         if step < WARMUP_STEPS:
             continue
-        completions = int(m.get("dynamic/num_gen_batches", 1)) * s.prompts * s.group_size
-        scoring = m["time/generate_and_score"]
-        generation = sum(generation_s) if generation_s else scoring - sum(reward_s)  # generator not wrapped
-        steps.append(step_record(seconds, generation, sum(reward_s), scoring, completions,
-                                 m["num_generated_tokens"], m["completions/mean_length"]))
+        reward, scoring = total(reward_s), total(scoring_s)
+        generation = total(generation_s) if generation_s else (scoring[0] - reward[0], scoring[1] - reward[1])
+        steps.append(step_record(
+            elapsed, generation, reward, scoring,
+            completions=int(m.get("dynamic/num_gen_batches", 1)) * s.prompts * s.group_size,
+            trained_completions=int(m.get("dynamic/groups_kept", s.prompts)) * s.group_size,
+            tokens=m["num_generated_tokens"]))
         steps[-1]["own_metrics"] = {k: m[k] for k in m if k.startswith("time/") or k == "step_time"}
         steps[-1]["reward_mean"] = m["reward"]
+        steps[-1]["qids"] = sorted(set(qids))
     return {"steps": steps, "setup_s": setup_s, "threads": torch.get_num_threads()}
 
 
@@ -166,10 +210,11 @@ def trl_dataset(s: Settings, tokenizer):
     return Dataset.from_list(rows)
 
 
-def trl_reward_function(reward):
-    """Our MultiObjectiveReward as a TRL reward function (conversational completions, token counts from ids)."""
+def trl_reward_function(reward, qids_seen: list[list[str]]):
+    """Our MultiObjectiveReward as a TRL reward function; records the qids of each call in `qids_seen`."""
 
-    def dapo_nb_reward(prompts, completions, completion_ids, ground_truth, **_):
+    def dapo_nb_reward(prompts, completions, completion_ids, ground_truth, qid, **_):
+        qids_seen.append(sorted(set(qid)))
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         return reward.score(texts, list(ground_truth), num_tokens=[len(ids) for ids in completion_ids]).scores
 
@@ -210,43 +255,47 @@ def run_trl(s: Settings, workdir: Path) -> dict:
         """Wall time between consecutive optimizer-step ends, and TRL's logged metrics of each step."""
 
         def __init__(self):
-            self.ends: list[float] = []
+            self.ends: list[Span] = []
             self.logs: list[dict] = []
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.ends.append(time.perf_counter())
+            self.ends.append(clock())
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.ends.append(time.perf_counter())
+            self.ends.append(clock())
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "completions/mean_length" in logs:
                 self.logs.append(dict(logs))
 
     t0 = time.perf_counter()
-    clock = StepClock()
-    trainer = GRPOTrainer(model=model_dir, reward_funcs=trl_reward_function(reward_from_config(ours_cfg)),
+    step_clock = StepClock()
+    qids_seen: list[list[str]] = []
+    trainer = GRPOTrainer(model=model_dir, reward_funcs=trl_reward_function(reward_from_config(ours_cfg), qids_seen),
                           args=args, train_dataset=trl_dataset(s, tokenizer), processing_class=tokenizer,
-                          callbacks=[clock])
+                          callbacks=[step_clock])
     setup_s = time.perf_counter() - t0
-    generation_s, reward_s, scoring_s = [], [], []
+    generation_s: list[Span] = []
+    reward_s: list[Span] = []
+    scoring_s: list[Span] = []
     trainer._generate = timed(trainer._generate, generation_s)
     trainer._calculate_rewards = timed(trainer._calculate_rewards, reward_s)
     trainer._generate_and_score_completions = timed(trainer._generate_and_score_completions, scoring_s)
     trainer.train()
 
     n = s.prompts * s.group_size
-    if len(clock.logs) != WARMUP_STEPS + s.steps or len(scoring_s) != WARMUP_STEPS + s.steps:
-        raise RuntimeError(f"expected {WARMUP_STEPS + s.steps} steps, got {len(clock.logs)} logs and "
+    if len(step_clock.logs) != WARMUP_STEPS + s.steps or len(scoring_s) != WARMUP_STEPS + s.steps:
+        raise RuntimeError(f"expected {WARMUP_STEPS + s.steps} steps, got {len(step_clock.logs)} logs and "
                            f"{len(scoring_s)} generation batches")
     steps = []
     for i in range(WARMUP_STEPS, WARMUP_STEPS + s.steps):
-        logs = clock.logs[i]
-        seconds = clock.ends[i + 1] - clock.ends[i]
-        steps.append(step_record(seconds, generation_s[i], reward_s[i], scoring_s[i], n,
-                                 logs["completions/mean_length"] * n, logs["completions/mean_length"]))
+        logs = step_clock.logs[i]
+        (wall0, cpu0), (wall1, cpu1) = step_clock.ends[i], step_clock.ends[i + 1]
+        steps.append(step_record((wall1 - wall0, cpu1 - cpu0), generation_s[i], reward_s[i], scoring_s[i],
+                                 completions=n, trained_completions=n, tokens=logs["completions/mean_length"] * n))
         steps[-1]["own_metrics"] = {"step_time": logs.get("step_time")}
         steps[-1]["reward_mean"] = logs.get("reward")
+        steps[-1]["qids"] = qids_seen[i]
     return {"steps": steps, "setup_s": setup_s, "threads": torch.get_num_threads()}
 
 
@@ -286,22 +335,28 @@ def run_child(name: str, settings: Settings) -> dict:
 
 def totals(steps: list[dict]) -> dict:
     """Summed seconds, completions, tokens and phase seconds over a list of step records."""
-    keys = ("seconds", "completions", "tokens", *PHASES)
+    keys = ("completions", "trained_completions", "tokens", "seconds", "cpu_seconds", *PHASES,
+            *(f"cpu_{phase}" for phase in PHASES))
     return {k: sum(step[k] for step in steps) for k in keys}
 
 
-def summarize(name: str, results: list[dict]) -> dict:
+def summarize(results: list[dict]) -> dict:
     """Throughput over every timed step of every round, phase shares, peak memory."""
     all_steps = [step for r in results for step in r["steps"]]
     t = totals(all_steps)
     return {
         "seconds_per_step": round(t["seconds"] / len(all_steps), 2),
         "completions_per_s": round(t["completions"] / t["seconds"], 3),
+        "trained_completions_per_s": round(t["trained_completions"] / t["seconds"], 3),
         "tokens_per_s": round(t["tokens"] / t["seconds"], 1),
+        "cpu_seconds_per_step": round(t["cpu_seconds"] / len(all_steps), 2),
+        "completions_per_cpu_s": round(t["completions"] / t["cpu_seconds"], 3),
         "mean_length": round(t["tokens"] / t["completions"], 1),
         "peak_rss_mib": round(max(r["peak_rss_mib"] for r in results)),
         "time_share": {phase: round(t[phase] / t["seconds"], 3) for phase in PHASES},
+        "cpu_time_share": {phase: round(t[f"cpu_{phase}"] / t["cpu_seconds"], 3) for phase in PHASES},
         "seconds_per_round": [round(totals(r["steps"])["seconds"] / len(r["steps"]), 2) for r in results],
+        "load_average_per_round": [r["load_average"] for r in results],
         "setup_s": round(sum(r["setup_s"] for r in results) / len(results), 1),
         "threads": results[0]["threads"],
     }
@@ -315,7 +370,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48, help="completion budget (TRL: max_completion_length)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per contender")
     ap.add_argument("--steps", type=int, default=3, help=f"timed steps per round (after {WARMUP_STEPS} warm-up step)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads for both (0 = torch's default here)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads of both (0 = one per core)")
     ap.add_argument("--lr", type=float, default=1e-6, help="learning rate of both (constant)")
     ap.add_argument("--seed", type=int, default=0, help="seed of round 0; round r uses seed + r")
     ap.add_argument("--only", choices=["ours", "trl"], help="run a single contender")
@@ -332,6 +387,11 @@ def main() -> None:
     if min(args.prompts, args.group_size, args.max_new_tokens, args.rounds, args.steps) < 1:
         ap.error("--prompts, --group-size, --max-new-tokens, --rounds and --steps must be >= 1")
     threads = args.threads or (os.cpu_count() or 1)
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores / 2:
+        hint = " and torch's threads wait on each other (try --threads 1)" if threads > 1 else ""
+        print(f"note: load average {load:.1f} on {cores} cores: other processes share the CPU, so the figures are "
+              f"noisy{hint}; compare the ratios, CPU seconds included", flush=True)
 
     names = [n for n in ("ours", "trl") if args.only in (None, n)]
     if args.with_dynamic and args.only != "trl":
@@ -345,26 +405,33 @@ def main() -> None:
             settings = Settings(data=str(Path(args.data).resolve()), prompts=args.prompts, group_size=args.group_size,
                                 max_new_tokens=args.max_new_tokens, steps=args.steps, threads=threads,
                                 learning_rate=args.lr, seed=args.seed + round_, dynamic_sampling=name == "ours_ds")
+            load_before = os.getloadavg()[0]
             result = run_child(name, settings)
+            result["load_average"] = round((load_before + os.getloadavg()[0]) / 2, 1)
             results[name].append(result)
             t = totals(result["steps"])
-            share = "  ".join(f"{p} {t[p] / t['seconds']:.0%}" for p in PHASES)
+            share = " ".join(f"{p} {t[p] / t['seconds']:.0%}/{t['cpu_' + p] / t['cpu_seconds']:.0%}" for p in PHASES)
             print(f"round {round_} {name:7s} {t['seconds'] / len(result['steps']):6.2f} s/step "
+                  f"(CPU {t['cpu_seconds'] / len(result['steps']):6.2f} s) "
                   f"{t['completions'] / t['seconds']:6.3f} completions/s {t['tokens'] / t['seconds']:6.1f} tokens/s "
-                  f"mean length {t['tokens'] / t['completions']:5.1f}  [{share}]  peak RSS "
-                  f"{result['peak_rss_mib']:.0f} MiB", flush=True)
+                  f"mean length {t['tokens'] / t['completions']:5.1f}  share wall/CPU [{share}]  peak RSS "
+                  f"{result['peak_rss_mib']:.0f} MiB  load {result['load_average']}", flush=True)
 
     summary: dict = {"settings": {"prompts": args.prompts, "group_size": args.group_size,
                                   "max_new_tokens": args.max_new_tokens, "rounds": args.rounds, "steps": args.steps,
                                   "threads": threads, "dynamic_sampling_ours": False}}
-    summary.update({name: summarize(name, rs) for name, rs in results.items()})
+    summary.update({name: summarize(rs) for name, rs in results.items()})
     if "ours" in results and "trl" in results:
         ours, trl = summary["ours"], summary["trl"]
         summary["ratio_completions_per_s"] = round(ours["completions_per_s"] / trl["completions_per_s"], 2)
         summary["ratio_tokens_per_s"] = round(ours["tokens_per_s"] / trl["tokens_per_s"], 2)
+        summary["ratio_completions_per_cpu_s"] = round(ours["completions_per_cpu_s"] / trl["completions_per_cpu_s"], 2)
         summary["ratio_peak_rss"] = round(ours["peak_rss_mib"] / trl["peak_rss_mib"], 2)
         summary["target_ratio"] = 2.0
         summary["target_met"] = summary["ratio_completions_per_s"] >= 2.0
+        summary["same_prompts_each_step"] = all(
+            [step["qids"] for step in o["steps"]] == [step["qids"] for step in t["steps"]]
+            for o, t in zip(results["ours"], results["trl"]))
     text = json.dumps(summary)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

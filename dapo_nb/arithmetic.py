@@ -31,8 +31,10 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 DATA_SOURCE = "arithmetic"
+MAX_PER_LEVEL = 20_000  # the smallest level has a few hundred thousand distinct stories
 
 # ----------------------------------------------------------------------------
 # Difficulty levels
@@ -142,6 +144,8 @@ def generate_problem(rng: random.Random, spec: LevelSpec) -> Problem:
 
 def unique_problems(level: int, count: int, seed: int) -> list[Problem]:
     """The first `count` distinct problems of a level's seeded stream."""
+    if count > MAX_PER_LEVEL:
+        raise ValueError(f"level {level} cannot supply {count} distinct problems; ask for at most {MAX_PER_LEVEL}")
     spec = LEVELS[level]
     rng = random.Random(seed * 1000 + level)
     seen: set[str] = set()
@@ -149,8 +153,8 @@ def unique_problems(level: int, count: int, seed: int) -> list[Problem]:
     attempts = 0
     while len(problems) < count:
         attempts += 1
-        if attempts > 50 * count + 1000:
-            raise ValueError(f"level {level} cannot supply {count} distinct problems; ask for fewer")
+        if attempts > 20 * count + 1000:  # far more repeats than the level's problem space should give
+            raise ValueError(f"level {level} gives too many repeated problems for {count} distinct ones; ask for fewer")
         problem = generate_problem(rng, spec)
         if problem.question not in seen:
             seen.add(problem.question)
@@ -174,21 +178,35 @@ def to_record(problem: Problem, index: int) -> dict:
     }
 
 
-def make_splits(levels: list[int], train_per_level: int, test_per_level: int, seed: int = 0) -> dict[str, list[dict]]:
+def _per_level(counts: int | Sequence[int], levels: list[int], what: str) -> list[int]:
+    """One count per level: a single number applies to every level."""
+    counts = [counts] * len(levels) if isinstance(counts, int) else list(counts)
+    if len(counts) == 1:
+        counts = counts * len(levels)
+    if len(counts) != len(levels):
+        raise ValueError(f"{what} needs one count or one per level ({len(levels)}), got {len(counts)}")
+    if any(count < 0 for count in counts):
+        raise ValueError(f"{what} counts must be >= 0, got {counts}")
+    return counts
+
+
+def make_splits(
+    levels: list[int], train_per_level: int | Sequence[int], test_per_level: int | Sequence[int], seed: int = 0
+) -> dict[str, list[dict]]:
     """Build {"train": records, "test": records}; the splits share no question text."""
     unknown = [level for level in levels if level not in LEVELS]
     if unknown:
         raise ValueError(f"unknown level(s) {unknown}; choose from {sorted(LEVELS)}")
     if len(set(levels)) != len(levels):
         raise ValueError(f"levels must not repeat, got {levels}")
-    if train_per_level < 0 or test_per_level < 0:
-        raise ValueError("train_per_level and test_per_level must be >= 0")
+    train_counts = _per_level(train_per_level, levels, "train_per_level")
+    test_counts = _per_level(test_per_level, levels, "test_per_level")
     splits: dict[str, list[dict]] = {"train": [], "test": []}
-    for level in levels:
-        problems = unique_problems(level, test_per_level + train_per_level, seed)
+    for level, n_train, n_test in zip(levels, train_counts, test_counts):
+        problems = unique_problems(level, n_test + n_train, seed)
         records = [to_record(problem, index) for index, problem in enumerate(problems)]
-        splits["test"] += records[:test_per_level]
-        splits["train"] += records[test_per_level:]
+        splits["test"] += records[:n_test]
+        splits["train"] += records[n_test:]
     # interleave levels in a seeded order so any prefix of the train file mixes difficulties
     random.Random(seed).shuffle(splits["train"])
     return splits
@@ -208,8 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("data"), help="folder for train.jsonl and test.jsonl")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3], help=f"levels to include, from {sorted(LEVELS)}")
-    parser.add_argument("--train-per-level", type=int, default=400)
-    parser.add_argument("--test-per-level", type=int, default=50)
+    parser.add_argument("--train-per-level", type=int, nargs="+", default=[400], help="one count, or one per level")
+    parser.add_argument("--test-per-level", type=int, nargs="+", default=[50], help="one count, or one per level")
     args = parser.parse_args(argv)
     try:
         splits = make_splits(args.levels, args.train_per_level, args.test_per_level, args.seed)

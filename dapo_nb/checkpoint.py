@@ -18,6 +18,7 @@ import json
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -40,14 +41,27 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+@contextmanager
+def atomic_directory(final: str | Path):
+    """Yield a temporary sibling folder; on success it replaces `final` by a rename, on error it is removed."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is an ordinary folder
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_checkpoint(root: str | Path, step: int, model, tokenizer, optimizer, scheduler, rng: dict, state: dict,
                     merge_lora: bool = False) -> Path:
     """Write everything needed to resume at `step`, atomically; returns the folder."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(root, step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}.tmp-", dir=root))
-    try:
+    with atomic_directory(final) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if merge_lora and hasattr(model, "merge_and_unload"):
@@ -56,11 +70,6 @@ def save_checkpoint(root: str | Path, step: int, model, tokenizer, optimizer, sc
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
         torch.save(rng, tmp / "rng.pt")
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))  # written last: marks the folder complete
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

@@ -24,8 +24,9 @@ or an integer (kept as text) and unique; when a record has no `qid`, it gets
 
 `render_prompts(tokenizer, examples, system_prompt)` turns examples into model input text with
 the tokenizer's own chat template (`add_generation_prompt=True`), as the seed did for
-Qwen-Instruct. Departure from the seed: the system prompt is optional and explicit;
-`DEFAULT_SYSTEM_PROMPT` asks for a final `Answer: <number>` line, which the rewards can check.
+Qwen-Instruct. Departure from the seed, which sent the bare question: `system_prompt=None` (the
+config default) means `DEFAULT_SYSTEM_PROMPT`, which asks for a final `Answer: <number>` line the
+rewards can check; `""` sends no system message (the template may then add its own default).
 """
 
 from __future__ import annotations
@@ -35,10 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a careful math tutor. Solve the problem step by step, "
-    "then give the final result on its own last line as 'Answer: <number>'."
-)
+# A worked format example works better on small models than a described one: on the embedded
+# SmolLM2-135M-Instruct it gets an "Answer:" line in about half of greedy replies (see data/README.md).
+DEFAULT_SYSTEM_PROMPT = "Reply with the calculation and the final answer, like this:\n12 + 7 = 19\nAnswer: 19"
 
 # A minimal template for tokenizers that have none (base models): "System/User/Assistant:" turns.
 PLAIN_CHAT_TEMPLATE = (
@@ -280,8 +280,16 @@ def load_prompts(path_or_name: str | Path, split: str = "train") -> list[PromptE
     return _validate_all(_dataset_records(dataset, origin), default_source, origin)
 
 
+def resolve_system_prompt(system_prompt: str | None) -> str | None:
+    """None means `DEFAULT_SYSTEM_PROMPT`; "" means no system message; any other text is used as is."""
+    if system_prompt is None:
+        return DEFAULT_SYSTEM_PROMPT
+    return system_prompt or None
+
+
 def to_chat_messages(example: PromptExample, system_prompt: str | None = None) -> list[dict]:
-    """The example as chat messages, with `system_prompt` first unless the example has its own."""
+    """The example as chat messages, the system prompt first unless the example has its own."""
+    system_prompt = resolve_system_prompt(system_prompt)
     if isinstance(example.prompt, str):
         messages = [{"role": "user", "content": example.prompt}]
     else:
@@ -297,15 +305,15 @@ def render_prompts(tokenizer: Any, examples: Iterable[PromptExample], system_pro
         name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
         raise ValueError(
             f"tokenizer {name!r} has no chat template (a base model?). Use an instruct model such as the embedded "
-            "SmolLM2-135M-Instruct or Qwen/Qwen2.5-1.5B-Instruct, or give it a plain one without a system prompt: "
-            "`tokenizer.chat_template = dapo_nb.data.PLAIN_CHAT_TEMPLATE`."
+            "SmolLM2-135M-Instruct or Qwen/Qwen2.5-1.5B-Instruct, or give it a plain 'User: ... Assistant:' format "
+            "(best with system_prompt=''): `tokenizer.chat_template = dapo_nb.data.PLAIN_CHAT_TEMPLATE`."
         )
     rendered = []
     for example in examples:
         try:
             text = tokenizer.apply_chat_template(to_chat_messages(example, system_prompt), tokenize=False, add_generation_prompt=True)
         except Exception as error:  # jinja raises TemplateError, e.g. "System role not supported"
-            hint = " (this template may not accept a system message; try system_prompt=None)" if system_prompt else ""
+            hint = " (this template may not accept a system message; try system_prompt='')" if system_prompt != "" else ""
             raise ValueError(f"chat template failed on qid {example.qid!r}: {error}{hint}") from error
         rendered.append(text)
     return rendered

@@ -8,7 +8,8 @@
 Why a thread and an `await`: the kernel handles a widget's messages (a slider moved, a button clicked) on the
 same channel as cell executions. A cell that blocks (`thread.join()`, `time.sleep`) holds them back until it ends,
 so the sliders would only act after training. Training therefore runs in a thread, and the cell that waits for it
-awaits (`wait_async`): ipykernel (7.x) dispatches comm messages while the running cell awaits, so a moved slider
+awaits (`wait_async`): ipykernel 7.4 dispatches comm messages while the running cell awaits (ipykernel PR #1565;
+older kernels hold them like a blocking cell; tests/test_live.py checks the kernel we install), so a moved slider
 calls `trainer.reward.weights.set(...)` at once and the next step's metrics record the new weights. Under
 papermill nobody moves the sliders; `await panel.wait_async()` simply blocks until the run ends. `wait()` is the
 blocking variant for scripts.
@@ -44,6 +45,15 @@ MAX_WEIGHT = 2.0  # slider range is [0, MAX_WEIGHT] unless a weight starts highe
 # The background runner
 
 
+def clear_run_logs(trainer) -> bool:
+    """Remove metrics.jsonl / rollouts.jsonl of an earlier run of this name when `trainer` starts afresh."""
+    if trainer.step != 0 or trainer.cfg.train.resume:
+        return False
+    for name in ("metrics.jsonl", "rollouts.jsonl"):
+        (Path(trainer.output_dir) / name).unlink(missing_ok=True)
+    return True
+
+
 class TrainingRunner:
     """Runs `trainer.train()` in a daemon thread; pause / resume / stop it; wait for it (blocking or awaiting)."""
 
@@ -52,9 +62,8 @@ class TrainingRunner:
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.history: list[dict] = []
-        if fresh and trainer.step == 0 and not trainer.cfg.train.resume:
-            for name in ("metrics.jsonl", "rollouts.jsonl"):
-                (Path(trainer.output_dir) / name).unlink(missing_ok=True)
+        if fresh:
+            clear_run_logs(trainer)
 
     @property
     def state(self) -> str:
@@ -318,8 +327,8 @@ class RewardExplorer:
         try:
             self.reward.weights.set({name: float(change["new"])})
         except WeightsError as error:
+            self.sliders[name].value = change["old"]  # re-enters this handler with the old, valid value
             self.message.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
-            self.sliders[name].value = change["old"]
             return
         self.message.value = ""
         self.table = self.rank()

@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .rewards.scalarize import scalarize
 
@@ -122,10 +123,13 @@ def draw_weights(ax, df: pd.DataFrame) -> None:
         ax.legend(loc="best", fontsize="small")
 
 
-def _figure(ncols: int, nrows: int = 1, width: float = 4.6, height: float = 3.4) -> tuple[Figure, list]:
+def _figure(ncols: int, nrows: int = 1, width: float = 4.6, height: float = 3.4, steps: bool = True) -> tuple[Figure, list]:
+    """A constrained-layout figure and its axes, flat; `steps`: whole-number ticks on the x axes."""
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, [ax for row in axes for ax in row]
+    axes = [ax for row in fig.subplots(nrows, ncols, squeeze=False) for ax in row]
+    for ax in axes if steps else []:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig, axes
 
 
 # ----------------------------------------------------------------------------
@@ -191,7 +195,7 @@ def plot_dashboard(df: pd.DataFrame, title: str = "") -> Figure:
 def plot_token_view(tokens: Sequence[str], logprobs: Sequence[float], entropies: Sequence[float]) -> Figure:
     """Per-token log-prob and entropy of one completion (tokens on the x axis)."""
     width = min(max(6.0, 0.35 * len(tokens)), 24.0)
-    fig, (lp, ent) = _figure(1, nrows=2, width=width, height=2.4)
+    fig, (lp, ent) = _figure(1, nrows=2, width=width, height=2.4, steps=False)
     x = np.arange(len(tokens))
     lp.bar(x, logprobs, color="tab:blue")
     lp.set(ylabel="log-prob", title="sampled token log-prob under the behaviour policy")
@@ -282,7 +286,7 @@ def plot_pareto(points, names: Sequence[str], labels: Sequence[str] | None = Non
     if p.shape[1] != 2 or len(names) != 2:
         raise ValueError("plot_pareto draws two objectives: give (n, 2) points and two names")
     front = pareto_mask(p)
-    fig, (ax,) = _figure(1, width=5.5, height=4.2)
+    fig, (ax,) = _figure(1, width=5.5, height=4.2, steps=False)
     ax.scatter(p[~front, 0], p[~front, 1], color="gray", label="dominated")
     order = np.argsort(p[front, 0])
     ax.plot(p[front, 0][order], p[front, 1][order], "o-", color="tab:red", label="Pareto front")
@@ -290,7 +294,15 @@ def plot_pareto(points, names: Sequence[str], labels: Sequence[str] | None = Non
         ax.annotate(label, p[i], textcoords="offset points", xytext=(4, 4), fontsize="x-small")
     title = "weight sweep"
     if reference is not None:
-        title += f": hypervolume {hypervolume(p, reference):.4g} (reference {tuple(float(r) for r in reference)})"
+        ref = [float(r) for r in reference]
+        xs, ys = p[front, 0][order], p[front, 1][order]
+        above = (xs > ref[0]) & (ys > ref[1])
+        if above.any():  # the dominated region whose area is the hypervolume: a staircase down to the reference
+            xs, ys = xs[above], ys[above]
+            ax.fill_between([ref[0], *xs], [*ys, ys[-1]], ref[1], step="post", color="tab:red", alpha=0.12,
+                            label="dominated region")
+        ax.scatter([ref[0]], [ref[1]], marker="x", color="black", label="reference")
+        title += f": hypervolume {hypervolume(p, ref):.4g}"
     ax.set(xlabel=names[0], ylabel=names[1], title=title)
     ax.legend(loc="best", fontsize="small")
     return fig
@@ -315,13 +327,14 @@ def plot_scalarizer_tradeoff(names: Sequence[str] = ("correctness", "clarity"), 
         weights = {names[0]: w1, names[1]: 1.0 - w1}
         return int(np.argmax(scalarize(columns, weights, scalarizer=scalarizer, ideal=ideal_map)))
 
-    fig, (front, sweep) = _figure(2)
+    fig, (front, sweep) = _figure(2, steps=False)
     front.scatter(c[:, 0], c[:, 1], color="gray", label="candidates")
     w1s = np.linspace(0.02, 0.98, 49)
-    for style, scalarizer in zip(("s", "^", "v"), scalarizers):
+    for i, (style, scalarizer) in enumerate(zip(("s", "^", "v"), scalarizers)):
         pick = best(scalarizer, 0.5)
-        front.scatter(*c[pick], s=140, marker=style, facecolors="none", linewidths=2, label=f"{scalarizer} best @ w=0.5")
-        sweep.plot(w1s, [c[best(scalarizer, w), 0] for w in w1s], marker=style, ms=4, label=scalarizer)
+        front.scatter(*c[pick], s=160 + 80 * i, marker=style, facecolors="none", edgecolors=f"C{i}", linewidths=2,
+                      label=f"{scalarizer} best @ equal weights")
+        sweep.plot(w1s, [c[best(scalarizer, w), 0] for w in w1s], marker=style, ms=4, color=f"C{i}", label=scalarizer)
     front.set(xlabel=names[0], ylabel=names[1], title="candidates and equal-weight winners")
     front.legend(loc="best", fontsize="small")
     sweep.set(xlabel=f"w({names[0]}) = 1 - w({names[1]})", ylabel=f"{names[0]} of the winner",

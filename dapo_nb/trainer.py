@@ -75,8 +75,9 @@ class Trainer:
                 device_map=cfg.model.device_map, gradient_checkpointing=cfg.model.gradient_checkpointing,
                 trust_remote_code=cfg.model.trust_remote_code,
             )
-        self.lora = cfg.model.lora.r > 0 and not hasattr(model, "disable_adapter")
-        self.model = apply_lora(model, cfg.model.lora) if self.lora else model
+        wrap = cfg.model.lora.r > 0 and not hasattr(model, "disable_adapter")  # a LoRA checkpoint comes wrapped
+        self.model = apply_lora(model, cfg.model.lora) if wrap else model
+        self.lora = hasattr(self.model, "disable_adapter")
         self.tokenizer = tokenizer
         # the KL reference: the base model with adapters off under LoRA, else a frozen copy (only when beta > 0)
         self.ref_model = None
@@ -211,10 +212,10 @@ class Trainer:
         for b in scored_batches:
             for kind, count in b.error_counts.items():
                 out[f"reward_errors/{kind}"] = out.get(f"reward_errors/{kind}", 0) + count
-        zero_std = [dapo.groups_with_signal(torch.tensor(b.scores), r.group_ids) for r, b in zip(seen, scored_batches)]
-        group_flags = [(~z[r.group_ids.unique(return_inverse=True)[1].argsort()]) for z, r in zip(zero_std, seen)]
+        # per row "my group's reward has zero std"; groups have G rows each, so the row mean is the group fraction
+        zero_std = [~dapo.groups_with_signal(torch.tensor(b.scores), r.group_ids) for r, b in zip(seen, scored_batches)]
+        out["frac_reward_zero_std"] = torch.cat(zero_std).float().mean().item()
         lengths = torch.cat([r.lengths for r in seen]).float()
-        out["frac_reward_zero_std"] = torch.cat(group_flags).float().mean().item() if group_flags else 0.0
         out["completions/mean_length"] = lengths.mean().item()
         out["completions/min_length"] = lengths.min().item()
         out["completions/max_length"] = lengths.max().item()

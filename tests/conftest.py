@@ -42,3 +42,14 @@ def tiny_policy(tiny_model_dir):
 def embedded_policy(embedded_dir):
     """(model, tokenizer) of the real embedded model, shared by the slow tests (do not train it in place)."""
     return load_policy("default")
+
+
+@pytest.fixture
+def scratch_registry():
+    """Remove the objectives a test registers."""
+    from dapo_nb.rewards import OBJECTIVES
+
+    before = set(OBJECTIVES)
+    yield
+    for name in set(OBJECTIVES) - before:
+        del OBJECTIVES[name]

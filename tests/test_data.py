@@ -240,7 +240,8 @@ NO_SYSTEM = "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_excep
 
 def test_to_chat_messages_adds_system_prompt_once_and_copies():
     plain = PromptExample("a", "2 + 2?", "4")
-    assert to_chat_messages(plain, None) == [{"role": "user", "content": "2 + 2?"}]
+    assert to_chat_messages(plain, "") == [{"role": "user", "content": "2 + 2?"}]
+    assert to_chat_messages(plain) == [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": "2 + 2?"}]
     assert to_chat_messages(plain, "Be brief.") == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2 + 2?"}]
     own = PromptExample("b", [{"role": "system", "content": "Own."}, {"role": "user", "content": "3?"}], "3")
     messages = to_chat_messages(own, "Be brief.")
@@ -255,7 +256,8 @@ def test_render_prompts_uses_template_with_generation_prompt():
         "<system>Sys.\n<user>2 + 2?\n<assistant>",
         "<system>Sys.\n<user>hi\n<assistant>",
     ]
-    assert render_prompts(tiny_tokenizer(ROLE_TAGS), examples[:1]) == ["<user>2 + 2?\n<assistant>"]
+    assert render_prompts(tiny_tokenizer(ROLE_TAGS), examples[:1], "") == ["<user>2 + 2?\n<assistant>"]
+    assert render_prompts(tiny_tokenizer(ROLE_TAGS), examples[:1]) == [f"<system>{DEFAULT_SYSTEM_PROMPT}\n<user>2 + 2?\n<assistant>"]
 
 
 def test_tokenizer_without_template_gets_a_fix_that_works():
@@ -263,13 +265,14 @@ def test_tokenizer_without_template_gets_a_fix_that_works():
     with pytest.raises(ValueError, match=r"no chat template.*Instruct.*PLAIN_CHAT_TEMPLATE"):
         render_prompts(tokenizer, [PromptExample("a", "2 + 2?", "4")])
     tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
-    assert render_prompts(tokenizer, [PromptExample("a", "2 + 2?", "4")]) == ["User: 2 + 2?\n\nAssistant:"]
+    assert render_prompts(tokenizer, [PromptExample("a", "2 + 2?", "4")], "") == ["User: 2 + 2?\n\nAssistant:"]
+    assert render_prompts(tokenizer, [PromptExample("a", "2 + 2?", "4")], "Be brief.") == ["System: Be brief.\n\nUser: 2 + 2?\n\nAssistant:"]
 
 
 def test_template_error_names_qid_and_suggests_dropping_system_prompt():
-    with pytest.raises(ValueError, match=r"qid 'q9'.*System role not supported.*system_prompt=None"):
-        render_prompts(tiny_tokenizer(NO_SYSTEM), [PromptExample("q9", "2 + 2?", "4")], "Sys.")
-    assert render_prompts(tiny_tokenizer(NO_SYSTEM), [PromptExample("q9", "2 + 2?", "4")]) == ["2 + 2?"]
+    with pytest.raises(ValueError, match=r"qid 'q9'.*System role not supported.*system_prompt=''"):
+        render_prompts(tiny_tokenizer(NO_SYSTEM), [PromptExample("q9", "2 + 2?", "4")])
+    assert render_prompts(tiny_tokenizer(NO_SYSTEM), [PromptExample("q9", "2 + 2?", "4")], "") == ["2 + 2?"]
 
 
 @pytest.mark.slow
@@ -285,8 +288,8 @@ def test_embedded_tokenizer_renders_committed_data():
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_gguf_path().parent, gguf_file=EMBEDDED_GGUF)
     examples = load_prompts(REPO / "data" / "train.jsonl")[:4]
-    texts = render_prompts(tokenizer, examples, DEFAULT_SYSTEM_PROMPT)
+    texts = render_prompts(tokenizer, examples)  # None: the default instruction
     for example, text in zip(examples, texts):
         assert text == f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{example.prompt}<|im_end|>\n<|im_start|>assistant\n"
-    # without a system prompt the model's own default system turn appears
-    assert "SmolLM" in render_prompts(tokenizer, examples[:1])[0]
+    # with no system prompt the model's own default system turn appears
+    assert "named SmolLM" in render_prompts(tokenizer, examples[:1], "")[0]

@@ -41,14 +41,6 @@ def example_b() -> str:
     return seed_text(steps, "Answer: 450", 1300)
 
 
-@pytest.fixture
-def scratch_registry():
-    """Remove objectives a test registers."""
-    before = set(OBJECTIVES)
-    yield
-    for name in set(OBJECTIVES) - before:
-        del OBJECTIVES[name]
-
 
 # ----------------------------------------------------------------------------
 # Seed examples with the built-in objectives

@@ -14,13 +14,6 @@ from dapo_nb.rewards import (
 )
 
 
-@pytest.fixture
-def scratch_registry():
-    before = set(OBJECTIVES)
-    yield
-    for name in set(OBJECTIVES) - before:
-        del OBJECTIVES[name]
-
 
 # ----------------------------------------------------------------------------
 # Configuration
