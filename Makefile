@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean-venv
+.PHONY: install demo smoke test bench clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# the main job: notebooks/03_training.ipynb headless on the embedded model (see README "Notebooks")
 demo: $(STAMP)
+	mkdir -p notebooks/executed
+	$(VENV)/bin/papermill notebooks/03_training.ipynb notebooks/executed/03_training.ipynb -y 'schedule: {5: {format: 1.0}}'
+
+smoke: $(STAMP)
 	$(VENV)/bin/dapo-nb smoke data.train_path=data/train.jsonl
 
 # Debian's chromium for the real-browser test (root only; elsewhere that test is skipped, and fails under CI=true)

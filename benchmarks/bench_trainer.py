@@ -252,7 +252,7 @@ def run_trl(s: Settings, workdir: Path) -> dict:
         f"{args.steps_per_generation=}")
 
     class StepClock(TrainerCallback):
-        """Wall time between consecutive optimizer-step ends, and TRL's logged metrics of each step."""
+        """(wall, CPU) clock at each optimizer-step end, and TRL's logged metrics of each step."""
 
         def __init__(self):
             self.ends: list[Span] = []
@@ -419,7 +419,7 @@ def main() -> None:
 
     summary: dict = {"settings": {"prompts": args.prompts, "group_size": args.group_size,
                                   "max_new_tokens": args.max_new_tokens, "rounds": args.rounds, "steps": args.steps,
-                                  "threads": threads, "dynamic_sampling_ours": False}}
+                                  "threads": threads, "contenders": names}}
     summary.update({name: summarize(rs) for name, rs in results.items()})
     if "ours" in results and "trl" in results:
         ours, trl = summary["ours"], summary["trl"]

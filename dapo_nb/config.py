@@ -108,13 +108,14 @@ class RewardConfig:
     normalization: str = "none"  # none | group_zscore (z-score each objective within a prompt group, then combine)
     plugin: str | None = None  # a .py file with the seed's (or verl's) compute_score; its breakdown keys become objectives
     on_error: str = "raise"  # what a failing plugin/objective call does: raise | zero | drop
-    schedule: dict[int, dict[str, float]] = field(default_factory=dict)  # {step: weights} applied from that step on
+    schedule: dict[int, dict[str, float]] = field(default_factory=dict)  # {step: weights} from that step on (steps count from 1, as in metrics)
     overlong_buffer_len: int = 16  # L_cache of DAPO's soft overlong punishment (objective `overlong`), L_max = max_new_tokens
 
 
 @dataclass
 class TrainConfig:
     total_steps: int = 50  # seed key: training steps (one rollout batch each)
+    max_minutes: float = 0.0  # wall-clock budget: no new step starts after this many minutes (0 = none); saves as usual
     seed: int = 0  # seeds data order, sampling and init; same seed -> same run on CPU
     run_name: str = "dapo"  # names runs/<run_name> and checkpoints/<run_name>
     output_dir: str | None = None  # where metrics.jsonl and rollouts.jsonl go; None = runs/<run_name>

@@ -37,6 +37,7 @@ import pandas as pd
 
 from .plots import figure_png, metrics_frame, plot_dashboard, run_figures, save_figures
 from .rewards import SCALARIZERS, MultiObjectiveReward, WeightsError
+from .trainer import archive_run_logs
 
 MAX_WEIGHT = 2.0  # slider range is [0, MAX_WEIGHT] unless a weight starts higher
 
@@ -46,11 +47,10 @@ MAX_WEIGHT = 2.0  # slider range is [0, MAX_WEIGHT] unless a weight starts highe
 
 
 def clear_run_logs(trainer) -> bool:
-    """Remove metrics.jsonl / rollouts.jsonl of an earlier run of this name when `trainer` starts afresh."""
+    """Start new metrics.jsonl / rollouts.jsonl when `trainer` starts afresh (an earlier run's are renamed, kept)."""
     if trainer.step != 0 or trainer.cfg.train.resume:
         return False
-    for name in ("metrics.jsonl", "rollouts.jsonl"):
-        (Path(trainer.output_dir) / name).unlink(missing_ok=True)
+    archive_run_logs(Path(trainer.output_dir))
     return True
 
 
@@ -61,7 +61,6 @@ class TrainingRunner:
         self.trainer = trainer
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
-        self.history: list[dict] = []
         if fresh:
             clear_run_logs(trainer)
 
@@ -87,7 +86,7 @@ class TrainingRunner:
 
     def _run(self, steps: int | None) -> None:
         try:
-            self.history = self.trainer.train(steps)
+            self.trainer.train(steps)
         except BaseException as error:  # re-raised in wait(); the thread must not die silently
             self.error = error
 
@@ -168,6 +167,7 @@ class ControlPanel:
         self.runner = TrainingRunner(trainer, fresh=fresh)
         self.plot_every = max(int(plot_every), 0)
         self.changes: list[dict] = []  # every weight / scalarizer change made from the panel: step, what, value
+        self.last_error = ""  # the latest problem, shown under the status line
         self._local = threading.local()  # .syncing: this thread is writing slider values itself (no echo)
 
         self.sliders = weight_sliders(trainer.reward.weights.get(), max_weight)
@@ -234,7 +234,7 @@ class ControlPanel:
             self._refresh(error=str(error))
             return
         self.changes.append({"after_step": self.trainer.step, "what": f"weights/{name}", "value": float(change["new"])})
-        self._refresh()
+        self._refresh(error="")
 
     def _on_scalarizer(self, change) -> None:
         self.trainer.reward.scalarizer = change["new"]
@@ -261,19 +261,26 @@ class ControlPanel:
 
     def _on_step(self, metrics: dict) -> None:
         self._set_sliders(self.trainer.reward.weights.get())  # a schedule may have moved weights
+        error = ""
         if self.plot_every and (metrics["step"] % self.plot_every == 0 or metrics["step"] >= self.trainer.cfg.train.total_steps):
-            self.plot.value = figure_png(plot_dashboard(metrics_frame(self.trainer.history), self.trainer.cfg.train.run_name))
-        self._refresh()
+            try:
+                self.plot.value = figure_png(plot_dashboard(metrics_frame(self.trainer.history), self.trainer.cfg.train.run_name))
+            except Exception as failure:  # a plotting problem must not end the training run: show it instead
+                error = f"live plot failed at step {metrics['step']}: {failure!r}"
+        self._refresh(error=error)
 
-    def _refresh(self, error: str = "") -> None:
+    def _refresh(self, error: str | None = None) -> None:
+        """Redraw status and buttons; `error` replaces the problem shown ("" clears it, None keeps it)."""
+        if error is not None:
+            self.last_error = error
         state = self.runner.state
         last = self.trainer.history[-1] if self.trainer.history else {}
         weights = ", ".join(f"{k}={v:g}" for k, v in self.trainer.reward.weights.get().items())
         text = (f"<b>{html.escape(state)}</b> · step {self.trainer.step}/{self.trainer.cfg.train.total_steps}"
                 + (f" · reward {last.get('reward', float('nan')):.3f}" if last else "")
                 + f"<br>weights: {html.escape(weights)} · scalarizer: {html.escape(self.trainer.reward.scalarizer)}")
-        if error:
-            text += f"<br><span style='color:#b00'>{html.escape(error)}</span>"
+        if self.last_error:
+            text += f"<br><span style='color:#b00'>{html.escape(self.last_error)}</span>"
         self.status.value = text
         self.pause_button.disabled = state != "running"
         self.resume_button.disabled = state != "paused"

@@ -112,12 +112,13 @@ def draw_objectives(ax, df: pd.DataFrame) -> None:
 def draw_weights(ax, df: pd.DataFrame) -> None:
     """Weight of each objective per step; dotted lines mark the steps where a weight changed."""
     columns = [c for c in df.columns if c.startswith("weights/")]
-    for column in columns:
-        ax.step(df["step"], df[column], where="post", marker=".", label=column.split("/", 1)[1])
+    for i, column in enumerate(columns):  # thinner and dashed in turn, so equal weights stay visible on top of each other
+        ax.step(df["step"], df[column], where="post", marker=".", linewidth=2.5 - 0.5 * (i % 4),
+                linestyle=["-", "--", ":", "-."][i % 4], label=column.split("/", 1)[1])
     for step in weight_changes(df)["step"].unique():
         ax.axvline(step, color="red", linestyle=":", linewidth=1)
-        ax.annotate(f"changed @ {step}", (step, 1.0), xycoords=("data", "axes fraction"), rotation=90,
-                    va="top", ha="right", fontsize="x-small", color="red")
+        ax.annotate(f"changed @ {step}", (step, 0.03), xycoords=("data", "axes fraction"), rotation=90,
+                    va="bottom", ha="right", fontsize="x-small", color="red")
     ax.set(title="objective weights", xlabel="step", ylabel="weight")
     if columns:
         ax.legend(loc="best", fontsize="small")

@@ -110,6 +110,8 @@ class Trainer:
         self.last_saved_step = -1
         if cfg.train.resume:
             self.resume()
+        else:
+            archive_run_logs(self.output_dir)
 
     # ------------------------------------------------------------------------
     # Data order: a seeded permutation per epoch; (epoch, cursor) is saved with checkpoints
@@ -142,7 +144,7 @@ class Trainer:
         rows = [self.examples[indices[g]] for g in rollout.group_ids.tolist()]
         scored = self.reward.score(
             rollout.completion_texts, [ex.ground_truth for ex in rows], prompts=[ex.prompt for ex in rows],
-            group_ids=rollout.group_ids.tolist(), num_tokens=rollout.lengths.tolist(), step=self.step,
+            group_ids=rollout.group_ids.tolist(), num_tokens=rollout.lengths.tolist(), step=self.step + 1,
             infos=[{"qid": ex.qid, "data_source": ex.data_source, **ex.extra} for ex in rows],
         )
         rollout.extras = {"qid": [ex.qid for ex in rows], "question": [_question(ex) for ex in rows],
@@ -314,7 +316,7 @@ class Trainer:
             metrics.update({"optimizer_updates": 0, "skipped_updates": 0})
         self.step += 1
         seconds = time.perf_counter() - t0
-        metrics.update({"step": self.step, "step_time": seconds, "time/generate_and_score": t1 - t0,
+        metrics.update({"step": self.step, "scalarizer": self.reward.scalarizer, "step_time": seconds, "time/generate_and_score": t1 - t0,
                         "time/update": seconds - (t1 - t0), "tokens_per_second": metrics["num_generated_tokens"] / seconds})
         self.history.append(metrics)
         with open(self.output_dir / "metrics.jsonl", "a") as f:
@@ -339,15 +341,16 @@ class Trainer:
                 }) + "\n")
 
     def train(self, steps: int | None = None) -> list[dict]:
-        """Run until train.total_steps (or `steps` more), stop() or Ctrl-C / SIGTERM; always ends with a checkpoint."""
+        """Run until train.total_steps (or `steps` more), train.max_minutes, stop() or Ctrl-C / SIGTERM; ends with a checkpoint."""
         total = self.cfg.train.total_steps
         end = total if steps is None else min(total, self.step + steps)
         self.stop_event.clear()
         restore = self._install_signal_handlers()
         bar = tqdm(total=total, initial=self.step, desc=self.cfg.train.run_name, unit="step", dynamic_ncols=True)
         self._params_dirty = False
+        deadline = time.monotonic() + 60 * self.cfg.train.max_minutes if self.cfg.train.max_minutes > 0 else math.inf
         try:
-            while self.step < end and not self.stop_event.is_set():
+            while self.step < end and not self.stop_event.is_set() and time.monotonic() < deadline:
                 while not self.run_event.wait(0.2):  # paused from the control panel
                     if self.stop_event.is_set():
                         break
@@ -433,6 +436,19 @@ class Trainer:
         _truncate_metrics(self.output_dir, self.step)
         print(f"resumed {path} at step {self.step}")
         return self.step
+
+
+def archive_run_logs(output_dir: Path) -> list[Path]:
+    """A fresh run starts new metrics/rollouts files; an earlier run's are renamed (kept), not appended to."""
+    moved = []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in ("metrics.jsonl", "rollouts.jsonl"):
+        path = Path(output_dir) / name
+        if path.is_file():
+            moved.append(path.rename(path.with_name(f"{path.stem}.before-{stamp}.jsonl")))
+    if moved:
+        print(f"{output_dir}: an earlier run's logs were kept as {', '.join(p.name for p in moved)}")
+    return moved
 
 
 def _truncate_metrics(output_dir: Path, step: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -53,3 +55,22 @@ def scratch_registry():
     yield
     for name in set(OBJECTIVES) - before:
         del OBJECTIVES[name]
+
+
+@pytest.fixture()
+def train_file(tmp_path):
+    """12 tiny prompts in the seed's jsonl schema."""
+    import json
+
+    path = tmp_path / "train.jsonl"
+    rows = [{"qid": f"q{i}", "prompt": f"What is {i} + {i}?", "ground_truth": str(2 * i)} for i in range(12)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture()
+def model_dir(tmp_path, tiny_model_dir):
+    """A private copy of the tiny model at tmp_path/model (training may write next to it)."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))

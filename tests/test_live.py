@@ -4,12 +4,7 @@ handling slider and button messages while a cell awaits training (what a browser
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import shutil
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,19 +13,6 @@ from dapo_nb.config import load_config
 from dapo_nb.live import ControlPanel, RewardExplorer, TrainingRunner, scalarizer_dropdown, weight_sliders
 from dapo_nb.rewards import SCALARIZERS, MultiObjectiveReward
 from dapo_nb.trainer import Trainer
-
-
-@pytest.fixture()
-def train_file(tmp_path):
-    path = tmp_path / "train.jsonl"
-    rows = [{"qid": f"q{i}", "prompt": f"What is {i} + {i}?", "ground_truth": str(2 * i)} for i in range(8)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-@pytest.fixture()
-def model_dir(tmp_path, tiny_model_dir):
-    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
 
 
 def overrides(tmp_path, train_file, *extra) -> list[str]:
@@ -136,7 +118,7 @@ def test_stop_button_finishes_the_step_and_saves(tmp_path, train_file, model_dir
 
 
 def test_scalarizer_and_schedule_show_on_the_panel(tmp_path, train_file, model_dir):
-    trainer = make_trainer(tmp_path, train_file, "train.total_steps=2", "reward.schedule={1: {format: 2.5}}")
+    trainer = make_trainer(tmp_path, train_file, "train.total_steps=2", "reward.schedule={2: {format: 2.5}}")
     panel = ControlPanel(trainer, plot_every=0)
     panel.scalarizer.value = "smooth_tchebycheff"
     assert trainer.reward.scalarizer == "smooth_tchebycheff"
@@ -226,3 +208,15 @@ def collect(kc, msg_id: str, timeout: float) -> str:
 
 def run_cell(kc, code: str, timeout: float = 180) -> str:
     return collect(kc, kc.execute(code), timeout)
+
+
+def test_a_failing_live_plot_is_shown_and_training_goes_on(tmp_path, train_file, model_dir, monkeypatch):
+    def broken_plot(*args, **kwargs):
+        raise RuntimeError("no room for the legend")
+
+    monkeypatch.setattr("dapo_nb.live.plot_dashboard", broken_plot)  # fault injection: the plot code itself fails
+    trainer = make_trainer(tmp_path, train_file, "train.total_steps=2")
+    panel = ControlPanel(trainer)
+    panel.start()
+    assert len(panel.wait(timeout=120)) == 2
+    assert "live plot failed at step 2" in panel.status.value and "no room for the legend" in panel.status.value

@@ -152,7 +152,7 @@ def test_02_rollout_inspection_headless(workdir):
 
 RUN = "nbtest"
 TRAINING = {**TINY, "train_path": "data/train.jsonl", "run_name": RUN, "steps": 2, "batch_size": 2,
-            "weights": {"correctness": 1.0, "format": 0.2}, "schedule": {1: {"format": 0.5}}, "plot_every": 1,
+            "weights": {"correctness": 1.0, "format": 0.2}, "schedule": {2: {"format": 0.5}}, "plot_every": 1,
             "overrides": ["dapo.max_gen_batches=1"]}
 
 

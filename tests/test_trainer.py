@@ -21,14 +21,6 @@ from dapo_nb.trainer import Trainer
 TIMING_KEYS = ("step_time", "tokens_per_second", "time/generate_and_score", "time/update")
 
 
-@pytest.fixture()
-def train_file(tmp_path):
-    path = tmp_path / "train.jsonl"
-    rows = [{"qid": f"q{i}", "prompt": f"What is {i} + {i}?", "ground_truth": str(2 * i)} for i in range(12)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def make_cfg(tmp_path, train_file, *extra):
     return load_config(overrides=[
         f"model.pretrained_model_name_or_path={tmp_path / 'model'}", f"data.train_path={train_file}",
@@ -39,14 +31,6 @@ def make_cfg(tmp_path, train_file, *extra):
         "reward.objectives=[detail]", "reward.weights={detail: 1.0}", "dapo.filter_metric=detail",
         *extra,
     ])
-
-
-@pytest.fixture()
-def model_dir(tmp_path, tiny_model_dir):
-    import shutil
-
-    shutil.copytree(tiny_model_dir, tmp_path / "model")
-    return tmp_path / "model"
 
 
 def strip_timing(rows):
@@ -101,8 +85,7 @@ def test_resume_gives_the_same_run_as_straight_training(tmp_path, train_file, mo
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
-    assert second.reward.weights.history[0][0] == 0  # live-weight history survived the resume
-    assert [s for s, _ in second.reward.weights.history] == [0, 1, 2, 3]
+    assert [s for s, _ in second.reward.weights.history] == [1, 2, 3, 4]  # live-weight history survived the resume
 
 
 def test_non_finite_update_is_skipped_and_parameters_untouched(tmp_path, train_file, model_dir, monkeypatch):
@@ -151,6 +134,22 @@ def test_stop_from_another_thread(tmp_path, train_file, model_dir):
     assert latest_checkpoint(tmp_path / "ckpt" / "t").name == "step-1"
 
 
+def test_schedule_steps_are_metrics_steps(tmp_path, train_file, model_dir):
+    trainer = Trainer(make_cfg(tmp_path, train_file, "reward.objectives=[detail,format]", "train.total_steps=3",
+                               "reward.weights={detail: 1.0, format: 0.0}", "reward.schedule={2: {format: 0.7}}"))
+    assert [(h["step"], h["weights/format"]) for h in trainer.train()] == [(1, 0.0), (2, 0.7), (3, 0.7)]
+
+
+def test_a_fresh_run_keeps_an_earlier_runs_logs(tmp_path, train_file, model_dir):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 9}\n')
+    trainer = Trainer(make_cfg(tmp_path, train_file, "train.total_steps=1"))
+    trainer.train()
+    kept = list((tmp_path / "run").glob("metrics.before-*.jsonl"))
+    assert len(kept) == 1 and kept[0].read_text() == '{"step": 9}\n'
+    assert [json.loads(l)["step"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
 def test_live_weight_change_applies_from_the_next_step(tmp_path, train_file, model_dir):
     trainer = Trainer(make_cfg(tmp_path, train_file, "reward.objectives=[detail,format]",
                                "reward.weights={detail: 1.0, format: 0.0}", "train.total_steps=3"))
@@ -185,3 +184,10 @@ def test_lora_trains_adapters_only_saves_them_and_uses_the_base_as_reference(tmp
     with torch.no_grad():
         torch.testing.assert_close(adapter_model(ids).logits, merged_model(ids).logits, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(adapter_model(ids).logits, trainer.model(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_time_budget_stops_after_the_running_step(tmp_path, train_file, model_dir):
+    trainer = Trainer(make_cfg(tmp_path, train_file, "train.total_steps=50", "train.max_minutes=0.0001"))
+    trainer.train()
+    assert trainer.step == 1  # the first step starts before the budget is spent; no second one
+    assert latest_checkpoint(tmp_path / "ckpt" / "t").name == "step-1"
