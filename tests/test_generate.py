@@ -206,3 +206,11 @@ def test_activation_checkpointing_path_gives_the_same_logprobs(tiny_model_dir):
     a = completion_logprobs(plain, r, rows) * r.completion_mask
     b = completion_logprobs(checkpointed, r, rows) * r.completion_mask
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_sampler_draws_the_categorical_distribution_and_never_a_zero_probability_token():
+    logits = torch.log(torch.tensor([[0.1, 0.2, 0.0, 0.7]])).repeat(100_000, 1)
+    tokens, _, _ = sample_next_token(logits, do_sample=True, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(tokens, minlength=4).float() / len(tokens)
+    torch.testing.assert_close(freq, torch.tensor([0.1, 0.2, 0.0, 0.7]), atol=5e-3, rtol=0)
+    assert freq[2] == 0
