@@ -41,14 +41,10 @@ def cmd_keys(_args: list[str]) -> None:
 
 
 def _load(cfg: Config):
-    from .models import describe, load_policy
+    from .models import describe, policy_from_config
 
     t0 = time.perf_counter()
-    model, tokenizer = load_policy(
-        cfg.model.pretrained_model_name_or_path, force_float32=cfg.model.force_float32, dtype=cfg.model.dtype,
-        device_map=cfg.model.device_map, gradient_checkpointing=cfg.model.gradient_checkpointing,
-        trust_remote_code=cfg.model.trust_remote_code,
-    )
+    model, tokenizer = policy_from_config(cfg.model)
     print(f"loaded {describe(model)} in {time.perf_counter() - t0:.1f}s", flush=True)
     return model, tokenizer
 

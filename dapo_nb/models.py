@@ -162,6 +162,15 @@ def load_policy(
     return model, tokenizer
 
 
+def policy_from_config(model_cfg) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """`load_policy` with the options of a `config.ModelConfig` (the `model.*` keys)."""
+    return load_policy(
+        model_cfg.pretrained_model_name_or_path, force_float32=model_cfg.force_float32, dtype=model_cfg.dtype,
+        device_map=model_cfg.device_map, gradient_checkpointing=model_cfg.gradient_checkpointing,
+        trust_remote_code=model_cfg.trust_remote_code,
+    )
+
+
 def _not_found(name_or_path: str, err: Exception) -> ModelNotFoundError:
     local = Path(name_or_path).exists() or str(name_or_path).startswith((".", "/"))
     where = "a local directory" if local else "the Hugging Face hub (is the network reachable?)"

@@ -37,7 +37,7 @@ from .checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from .config import Config, from_dict, to_dict
 from .data import load_prompts, render_prompts
 from .generate import Rollout, completion_logprobs, generate_rollouts
-from .models import load_policy
+from .models import policy_from_config
 from .rewards import MultiObjectiveReward
 
 
@@ -70,11 +70,7 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
         if model is None:
-            model, tokenizer = load_policy(
-                cfg.model.pretrained_model_name_or_path, force_float32=cfg.model.force_float32, dtype=cfg.model.dtype,
-                device_map=cfg.model.device_map, gradient_checkpointing=cfg.model.gradient_checkpointing,
-                trust_remote_code=cfg.model.trust_remote_code,
-            )
+            model, tokenizer = policy_from_config(cfg.model)
         wrap = cfg.model.lora.r > 0 and not hasattr(model, "disable_adapter")  # a LoRA checkpoint comes wrapped
         self.model = apply_lora(model, cfg.model.lora) if wrap else model
         self.lora = hasattr(self.model, "disable_adapter")
@@ -110,6 +106,7 @@ class Trainer:
         self.output_dir = cfg.output_dir
         self.checkpoint_root = Path(cfg.train.checkpoint_dir) / cfg.train.run_name
         self.last_saved_step = -1
+        self._params_dirty = False  # True once an optimizer step of the running step has changed parameters
         if cfg.train.resume:
             self.resume()
         else:
@@ -302,7 +299,6 @@ class Trainer:
         """Collect a batch, update, log; returns this step's metrics."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        self._params_dirty = False
         self.output_dir.mkdir(parents=True, exist_ok=True)
         batch, metrics = self.collect()
         t1 = time.perf_counter()
@@ -349,7 +345,6 @@ class Trainer:
         self.stop_event.clear()
         restore = self._install_signal_handlers()
         bar = tqdm(total=total, initial=self.step, desc=self.cfg.train.run_name, unit="step", dynamic_ncols=True)
-        self._params_dirty = False
         deadline = time.monotonic() + 60 * self.cfg.train.max_minutes if self.cfg.train.max_minutes > 0 else math.inf
         try:
             while self.step < end and not self.stop_event.is_set() and time.monotonic() < deadline:
