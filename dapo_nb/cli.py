@@ -1,8 +1,12 @@
 """`dapo-nb` command line: Hydra-like `key=value` overrides on top of defaults and an optional YAML file.
 
     dapo-nb train [config.yaml] [key=value ...]   DAPO training; metrics in runs/<run>, checkpoints in checkpoints/<run>
+                                                  (backend=trl: TRL's GRPOTrainer; data parallel with
+                                                  `accelerate launch --num_processes N -m dapo_nb.cli train backend=trl ...`)
     dapo-nb eval  [config.yaml] [key=value ...]   greedy pass@1 and sampled avg@k on data.test_path; JSON summary last
     dapo-nb smoke [config.yaml] [key=value ...]   load the policy, sample a few rollouts, print them
+    dapo-nb export verl [config.yaml] out_dir=DIR [key=value ...]
+                                                  verl parquet data, reward module and DAPO launch script in DIR
     dapo-nb keys                                  every config key with its default
 
 The seed's command line runs unchanged apart from the program name, e.g.
@@ -14,6 +18,7 @@ The seed's command line runs unchanged apart from the program name, e.g.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 import time
@@ -50,19 +55,30 @@ def _load(cfg: Config):
 
 
 def cmd_train(args: list[str]) -> None:
-    """Run DAPO training as configured; print the last step's main metrics as JSON."""
-    from .trainer import Trainer
-
+    """Run DAPO training as configured (backend dapo_nb or trl); print the last step's main metrics as JSON."""
     cfg = load_config(*_split_args(args))
-    print(to_yaml(cfg), flush=True)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, only rank 0 prints
+    if main_process:
+        print(to_yaml(cfg), flush=True)
     model, tokenizer = _load(cfg)
-    trainer = Trainer(cfg, model=model, tokenizer=tokenizer)
-    history = trainer.train()
+    if cfg.backend == "trl":
+        from .trl_backend import last_checkpoint, train_with_trl
+
+        history = train_with_trl(cfg, model=model, tokenizer=tokenizer)
+        checkpoint = last_checkpoint(cfg)
+        if torch.distributed.is_initialized():  # left open, gloo's threads abort the process at exit
+            torch.distributed.destroy_process_group()
+    else:
+        from .trainer import Trainer
+
+        trainer = Trainer(cfg, model=model, tokenizer=tokenizer)
+        history = trainer.train()
+        checkpoint = trainer.checkpoint_root / f"step-{trainer.step}"
     last = history[-1] if history else {}
     keys = ["step", "reward", "rewards/correctness/mean", "rewards/format/mean", "completions/mean_length", "step_time"]
-    print(json.dumps({"run": cfg.train.run_name, "metrics": str(cfg.output_dir / "metrics.jsonl"),
-                      "checkpoint": str(trainer.checkpoint_root / f"step-{trainer.step}"),
-                      **{k: last[k] for k in keys if k in last}}))
+    if main_process:
+        print(json.dumps({"run": cfg.train.run_name, "backend": cfg.backend, "metrics": str(cfg.output_dir / "metrics.jsonl"),
+                          "checkpoint": str(checkpoint), **{k: last[k] for k in keys if k in last}}))
 
 
 def cmd_eval(args: list[str]) -> None:
@@ -115,7 +131,23 @@ def cmd_smoke(args: list[str]) -> None:
     print(f"{len(rollout)} completions, {tokens} tokens in {seconds:.1f}s ({tokens / seconds:.1f} tokens/s)")
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "smoke": cmd_smoke, "keys": cmd_keys}
+def cmd_export(args: list[str]) -> None:
+    """`export verl out_dir=DIR ...`: write a verl DAPO run (data, reward module, launch script) for this config."""
+    from .verl_recipe import export_verl
+
+    if not args or args[0] != "verl":
+        raise ConfigError("usage: dapo-nb export verl [config.yaml] out_dir=DIR [key=value ...] (verl is the only target)")
+    out_dirs = [a.split("=", 1)[1] for a in args[1:] if a.startswith("out_dir=")]
+    if len(out_dirs) != 1 or not out_dirs[0]:
+        raise ConfigError("dapo-nb export verl needs exactly one out_dir=DIR (where the run's files go)")
+    cfg = load_config(*_split_args([a for a in args[1:] if not a.startswith("out_dir=")]))
+    paths = export_verl(cfg, out_dirs[0])
+    for what, path in paths.items():
+        print(f"{what:7s} {path}")
+    print(f"run it on a GPU machine with verl installed: bash {paths['script']}")
+
+
+COMMANDS = {"train": cmd_train, "export": cmd_export, "eval": cmd_eval, "smoke": cmd_smoke, "keys": cmd_keys}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,10 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataValidationError
     from .models import ModelNotFoundError
     from .rewards import PluginError, WeightsError
+    from .rewards.verl_export import VerlExportError
 
     try:
         COMMANDS[argv[0]](argv[1:])
-    except (ConfigError, DataValidationError, ModelNotFoundError, PluginError, WeightsError) as err:
+    except (ConfigError, DataValidationError, ModelNotFoundError, PluginError, WeightsError,
+            VerlExportError) as err:
         print(f"dapo-nb {argv[0]}: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,7 +1,7 @@
 """Every knob of a dapo-nb run, documented once, with dotted overrides and YAML files.
 
-A run is configured by one `Config` made of groups (`model`, `data`, `sampling`, `ppo`, `dapo`,
-`reward`, `train`, `eval`). The seed prototype's keys keep their names and meaning:
+A run is configured by one `Config`: the training `backend` and groups (`model`, `data`,
+`sampling`, `ppo`, `dapo`, `reward`, `train`, `eval`, `trl`). The seed prototype's keys keep their names and meaning:
 `model.pretrained_model_name_or_path`, `model.force_float32`, `sampling.max_new_tokens`,
 `sampling.context_max_len`, `ppo.batch_size`, `ppo.mini_batch_size`, `data.train_path`,
 `train.total_steps`.
@@ -22,6 +22,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -127,6 +128,13 @@ class TrainConfig:
 
 
 @dataclass
+class TRLConfig:
+    use_vllm: bool = False  # backend=trl on GPUs: generate with vLLM (TRL's use_vllm; needs `pip install vllm`)
+    vllm_mode: str = "colocate"  # colocate (vLLM shares the training GPUs) | server (a separate `trl vllm-serve`)
+    args: dict[str, Any] = field(default_factory=dict)  # any other GRPOConfig field, e.g. {bf16: true, deepspeed: ds.json}
+
+
+@dataclass
 class EvalConfig:
     num_samples: int = 4  # k of sampled avg@k (0 = greedy pass@1 only)
     max_prompts: int = 0  # evaluate only the first N test prompts; 0 = all
@@ -134,6 +142,7 @@ class EvalConfig:
 
 @dataclass
 class Config:
+    backend: str = "dapo_nb"  # the training loop: dapo_nb (ours, full DAPO) | trl (TRL's GRPOTrainer, Accelerate data parallel)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -142,6 +151,7 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    trl: TRLConfig = field(default_factory=TRLConfig)
 
     @property
     def output_dir(self) -> Path:
@@ -150,6 +160,8 @@ class Config:
 
     def validate(self) -> Config:
         """Check option strings and relations between fields; returns self."""
+        _choice("backend", self.backend, ["dapo_nb", "trl"])
+        _choice("trl.vllm_mode", self.trl.vllm_mode, ["colocate", "server"])
         _choice("model.dtype", self.model.dtype, ["auto", "float32", "bfloat16", "float16"])
         _choice("dapo.loss_agg", self.dapo.loss_agg, ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
         _choice("dapo.std_scale", self.dapo.std_scale, ["group", "batch", "none"])
@@ -205,7 +217,7 @@ def set_key(cfg: Config, key: str, value) -> None:
     """Set a dotted key, checking that it exists and that the value has the field's type."""
     parts = key.split(".")
     # reward.weights.<name>=v and reward.schedule.<step>=... address entries of dict fields
-    if len(parts) >= 3 and ".".join(parts[:2]) in ("reward.weights", "reward.schedule"):
+    if len(parts) >= 3 and ".".join(parts[:2]) in ("reward.weights", "reward.schedule", "trl.args"):
         container_key, entry = ".".join(parts[:2]), ".".join(parts[2:])
         current = dict(get_key(cfg, container_key))
         current[int(entry) if container_key == "reward.schedule" and entry.isdigit() else entry] = value
@@ -233,6 +245,8 @@ def _unknown_key_message(key: str) -> str:
 def _coerce(key: str, value, hint):
     """Return value converted to the annotated type, or raise ConfigError naming key and type."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -289,7 +303,7 @@ def apply_dict(cfg: Config, data: dict, prefix: str = "", source: str = "") -> N
     """Apply a nested dict (from YAML or a checkpoint) onto cfg."""
     for k, v in data.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and key not in ("reward.weights", "reward.schedule"):
+        if isinstance(v, dict) and key not in ("reward.weights", "reward.schedule", "trl.args"):
             apply_dict(cfg, v, key + ".", source)
             continue
         try:

@@ -28,6 +28,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -146,7 +147,7 @@ class Trainer:
             group_ids=rollout.group_ids.tolist(), num_tokens=rollout.lengths.tolist(), step=self.step + 1,
             infos=[{"qid": ex.qid, "data_source": ex.data_source, **ex.extra} for ex in rows],
         )
-        rollout.extras = {"qid": [ex.qid for ex in rows], "question": [_question(ex) for ex in rows],
+        rollout.extras = {"qid": [ex.qid for ex in rows], "question": [question_text(ex) for ex in rows],
                           "ground_truth": [ex.ground_truth for ex in rows]}
         for name, values in scored.objectives.items():
             rollout.extras[f"objective/{name}"] = values
@@ -343,7 +344,7 @@ class Trainer:
         total = self.cfg.train.total_steps
         end = total if steps is None else min(total, self.step + steps)
         self.stop_event.clear()
-        restore = self._install_signal_handlers()
+        restore = install_stop_handlers(self.stop_event, lambda: f"step {self.step + 1}")
         bar = tqdm(total=total, initial=self.step, desc=self.cfg.train.run_name, unit="step", dynamic_ncols=True)
         deadline = time.monotonic() + 60 * self.cfg.train.max_minutes if self.cfg.train.max_minutes > 0 else math.inf
         try:
@@ -376,20 +377,6 @@ class Trainer:
         """Finish the current step, save a checkpoint and return from train() (thread-safe)."""
         self.stop_event.set()
         self.run_event.set()
-
-    def _install_signal_handlers(self):
-        """SIGTERM / first Ctrl-C: finish the step and save; a second Ctrl-C abandons the step at once."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-
-        def request_stop(signum, frame):
-            if self.stop_event.is_set() and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            print(f"\n{signal.Signals(signum).name}: finishing step {self.step + 1}, then saving (Ctrl-C again to abandon it)")
-            self.stop_event.set()
-
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
     # ------------------------------------------------------------------------
     # Checkpoints
@@ -430,9 +417,25 @@ class Trainer:
         self.step, self.epoch, self.cursor = state["step"], state["epoch"], state["cursor"]
         self.reward.weights.load_state_dict(state["live_weights"])
         self.last_saved_step = self.step
-        _truncate_metrics(self.output_dir, self.step)
+        truncate_run_logs(self.output_dir, self.step)
         print(f"resumed {path} at step {self.step}")
         return self.step
+
+
+def install_stop_handlers(stop_event: threading.Event, running: Callable[[], str]) -> Callable[[], None]:
+    """SIGTERM / first Ctrl-C set `stop_event` (finish the running step, then save); a second Ctrl-C raises
+    KeyboardInterrupt at once. Main thread only; returns the function that restores the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def request_stop(signum, frame):
+        if stop_event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        print(f"\n{signal.Signals(signum).name}: finishing {running()}, then saving (Ctrl-C again to abandon it)")
+        stop_event.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
 
 def archive_run_logs(output_dir: Path) -> list[Path]:
@@ -448,7 +451,7 @@ def archive_run_logs(output_dir: Path) -> list[Path]:
     return moved
 
 
-def _truncate_metrics(output_dir: Path, step: int) -> None:
+def truncate_run_logs(output_dir: Path, step: int) -> None:
     """Drop metrics/rollouts lines written after the checkpoint we resume from (a crash may have left them)."""
     for name in ("metrics.jsonl", "rollouts.jsonl"):
         path = output_dir / name
@@ -457,7 +460,7 @@ def _truncate_metrics(output_dir: Path, step: int) -> None:
             path.write_text("".join(l + "\n" for l in lines))
 
 
-def _question(example) -> str:
+def question_text(example) -> str:
     """The user's text of a prompt (the last user message of a chat prompt)."""
     if isinstance(example.prompt, str):
         return example.prompt
@@ -468,3 +471,20 @@ def config_of_checkpoint(path: str | Path) -> Config:
     """The Config a checkpoint was trained with."""
     state, _, _ = load_trainer_state(path)
     return from_dict(state["config"])
+
+
+def latest_run_checkpoint(run_name: str, checkpoint_dir: str | Path = "checkpoints",
+                          runs_dir: str | Path = "runs") -> tuple[Path | None, Config | None]:
+    """(newest checkpoint, its config) of a run of either backend: our step-N (config inside), else TRL's
+    checkpoint-N (config in runs/<run>/config.yaml, written by backend=trl); (None, None) if there is none."""
+    root = Path(checkpoint_dir) / run_name
+    ours = latest_checkpoint(root)
+    if ours is not None:
+        return ours, config_of_checkpoint(ours)
+    numbered = [(int(p.name.split("-")[1]), p) for p in root.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    config_file = Path(runs_dir) / run_name / "config.yaml"
+    if numbered and config_file.is_file():
+        from .config import load_config
+
+        return max(numbered)[1], load_config(config_file)
+    return None, None

@@ -53,3 +53,20 @@ def test_embedded_default_is_smollm2_with_chat_template(embedded_policy):
     assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
     text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert text.rstrip().endswith("<|im_start|>assistant")
+
+
+def test_device_map_auto_loads_and_trains(tmp_path, tiny_model_dir, train_file):
+    """model.device_map=auto (model parallel on GPUs) goes through from_pretrained's placement; on a CPU-only
+    machine everything lands on the CPU, and the trainer runs a step on the placed model."""
+    from dapo_nb.config import load_config
+    from dapo_nb.models import policy_from_config
+    from dapo_nb.trainer import Trainer
+
+    cfg = load_config(overrides=[f"model.pretrained_model_name_or_path={tiny_model_dir}", "model.device_map=auto",
+                                 f"data.train_path={train_file}", "ppo.batch_size=1", "dapo.group_size=2",
+                                 "sampling.max_new_tokens=4", f"train.output_dir={tmp_path / 'run'}",
+                                 f"train.checkpoint_dir={tmp_path / 'ckpt'}"])
+    model, tokenizer = policy_from_config(cfg.model)
+    assert {param.device.type for param in model.parameters()} == {"cpu"}
+    metrics = Trainer(cfg, model=model, tokenizer=tokenizer).train_step()
+    assert metrics["num_generated_tokens"] > 0

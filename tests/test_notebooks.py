@@ -189,3 +189,25 @@ def test_04_analysis_headless_reads_the_run(workdir, training_run):
     assert any(re.match(r"check: hypervolume \d\.\d{4} above reference \[0\.0, 0\.0\]; [12] of 2 runs on the front", c)
                for c in found)
     assert len(found) == len(work_cells(nb)) and images(nb) >= 5
+
+
+@pytest.mark.slow
+def test_04_analysis_reads_a_trl_backend_run(workdir):
+    """The same notebook on a run trained by backend=trl (TRL's GRPOTrainer): metrics, checkpoint-N, config.yaml."""
+    from dapo_nb.config import load_config
+    from dapo_nb.trl_backend import train_with_trl
+
+    run = "nbtrl"
+    train_with_trl(load_config(overrides=[
+        "backend=trl", f"data.train_path={workdir / 'data/train.jsonl'}", f"train.output_dir={workdir / 'runs' / run}",
+        f"train.checkpoint_dir={workdir / 'checkpoints'}", f"train.run_name={run}", "train.total_steps=2",
+        "ppo.batch_size=2", "dapo.group_size=2", "sampling.max_new_tokens=8", "dapo.dynamic_sampling=false",
+        "reward.schedule={2: {format: 0.5}}", "train.threads=1"]))
+    nb = execute("04_analysis", workdir, {"run_name": run, "test_path": "data/test.jsonl", "eval_prompts": 2,
+                                          "eval_samples": 0, "max_new_tokens": 8, "sweep_steps": 1,
+                                          "sweep_runs": [run]})
+    found = checks(nb)
+    assert any(c.startswith(f"check: 2 steps of '{run}'") and "checkpoint-2" in c for c in found)
+    assert "check: 1 weight changes at steps [2]" in found
+    assert any(re.match(r"check: pass@1 \d\.\d{3} -> \d\.\d{3} on 2 prompts", c) for c in found)
+    assert len(found) == len(work_cells(nb))

@@ -7,12 +7,13 @@ writes one `.py` file exposing verl's
 filter on: `algorithm.filter_groups.metric=acc`) and one key per objective. It carries copies of
 `answer.py`, the built-in objective functions and the per-sample scalarizers, so it needs only the
 standard library plus, optionally, `math-verify` (without it, non-numeric answers are compared as
-text). Point verl at it with `custom_reward_function.path=<file>` and
-`custom_reward_function.name=compute_score`.
+text). Point verl (0.9.1) at it with `reward.custom_reward_function.path=<file>` and
+`reward.custom_reward_function.name=compute_score`, as `dapo-nb export verl` does.
 
 What cannot travel, and why (each raises a clear error): `overlong` / `length` (verl's
 compute_score never sees token counts; use verl's DAPO overlong buffer,
-`reward_model.overlong_buffer.enable=True`, instead), `group_zscore` (compute_score sees one sample,
+`reward.reward_kwargs.overlong_buffer_cfg`, which `dapo-nb export verl` sets from
+the `overlong` weight, instead), `group_zscore` (compute_score sees one sample,
 not its group), plugins and user-registered objectives (their code may depend on anything).
 
 `jsonl_to_verl_parquet(src, dst)` reads our jsonl through `dapo_nb.data.load_prompts` and writes
@@ -99,7 +100,8 @@ def write_verl_reward_module(
         if "num_tokens" in objective.needs:
             raise VerlExportError(
                 f"objective {name!r} needs token counts, which verl's compute_score does not receive; drop it and use verl's "
-                "DAPO overlong buffer (reward_model.overlong_buffer.enable=True, .len=<L_cache>, .penalty_factor=1.0)"
+                "DAPO overlong buffer (`dapo-nb export verl` turns an `overlong` weight into "
+                "reward.reward_kwargs.overlong_buffer_cfg; `length` has no verl equivalent)"
             )
     checked = validate_weights(weights, objectives)
     if not any(value > 0 for value in checked.values()):
@@ -113,7 +115,7 @@ def write_verl_reward_module(
     table = {name: get_objective(name).fn.__name__ for name in objectives}
     header = (
         f'r"""Standalone verl reward module written by dapo_nb.rewards.verl_export on {datetime.date.today()}.\n\n'
-        "verl: custom_reward_function.path=<this file> custom_reward_function.name=compute_score\n"
+        "verl: reward.custom_reward_function.path=<this file> reward.custom_reward_function.name=compute_score\n"
         "DAPO dynamic sampling: algorithm.filter_groups.enable=True algorithm.filter_groups.metric=acc\n\n"
         "Requires: Python >= 3.10 standard library; optional math-verify==0.9.0 (without it, non-numeric\n"
         "answers are compared as text).\n\n"

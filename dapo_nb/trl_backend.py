@@ -1,0 +1,415 @@
+"""`backend=trl`: the same config, rewards and live weights, trained by TRL's `GRPOTrainer` (Accelerate data parallel).
+
+    dapo-nb train backend=trl key=value ...                                          # one process
+    accelerate launch --num_processes N -m dapo_nb.cli train backend=trl key=value   # N data-parallel processes
+    history = train_with_trl(load_config(overrides=["backend=trl"]))                 # from a notebook
+
+How our config maps onto TRL 1.16's `GRPOConfig` (`grpo_config_kwargs` builds it; `trl.args` adds any other field):
+
+  dapo.group_size G -> num_generations       dapo.eps_low / eps_high -> epsilon / epsilon_high
+  dapo.loss_agg     -> loss_type: token-mean -> "dapo", seq-mean-token-mean -> "grpo",
+                       seq-mean-token-sum -> "dr_grpo" (TRL divides the token sums by max_completion_length,
+                       ours by the sequence count: the same gradient up to a constant factor)
+  dapo.std_scale    -> scale_rewards (group / batch / none)    dapo.beta -> beta (k3 KL, TRL loads the reference)
+  dapo.overlong_filtering -> mask_truncated_completions        ppo.epochs -> num_iterations
+  sampling.*        -> max_completion_length, temperature, top_p, top_k
+  ppo.batch_size B, ppo.mini_batch_size M, ppo.micro_batch_size -> per_device_train_batch_size,
+                       gradient_accumulation_steps, steps_per_generation, so that one generation batch is
+                       B x G completions and every optimizer update sees M x G of them, over all processes
+  train.total_steps -> max_steps (x updates per batch); train.save_every -> save_steps; train.resume ->
+                       resume_from_checkpoint; ppo.learning_rate / warmup_steps / weight_decay / max_grad_norm
+  reward: weighted_sum without a plugin -> one reward function per objective, `reward_weights` = the live
+                       weights (re-read for every generation batch, so sliders and reward.schedule work),
+                       normalization none -> multi_objective_aggregation="sum_then_normalize",
+                       group_zscore -> "normalize_then_sum" (GDPO: TRL z-scores each objective in its group as
+                       we do, but then normalizes the summed reward over the whole batch, where we use the group);
+                       tchebycheff / smooth_tchebycheff / a plugin -> one reward function `score` (our scalar, any
+                       normalization) with weight 1, and one per objective with weight 0 so each is still logged.
+
+What TRL lacks: **dynamic sampling**. GRPOTrainer trains on every sampled group; a group whose rewards are all
+equal gets advantage 0 (no gradient) but its tokens still count in the token-mean denominator, and nothing is
+re-sampled to fill the batch. This backend says so once, logs `frac_reward_zero_std` (the share of groups DAPO
+would have dropped) and leaves the filtering to `backend=dapo_nb` or verl (`dapo-nb export verl`). Also not
+mapped: greedy decoding (`sampling.do_sample=false`, refused), `sampling.context_max_len` (TRL does not truncate
+prompts; longer ones are reported), `model.device_map` (model parallel; refused, see README "Scaling out").
+
+Files: metrics.jsonl (our format: one line per generation batch with TRL's metric names plus `weights/<name>`,
+`scalarizer`, `backend`) and rollouts.jsonl go to runs/<run>, written by the main process only; TRL's checkpoints
+(`checkpoint-<optimizer step>`, model + optimizer, loadable by `load_policy` and `dapo-nb eval`) go to
+checkpoints/<run>; replicas.json records each process's parameter digest after training (data-parallel replicas
+must be identical).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from .config import Config, ConfigError, to_yaml
+from .data import load_prompts, render_prompts, to_chat_messages
+from .rewards import MultiObjectiveReward
+from .trainer import archive_run_logs, install_stop_handlers, question_text, reward_from_config, truncate_run_logs
+
+LOSS_TYPES = {"token-mean": "dapo", "seq-mean-token-mean": "grpo", "seq-mean-token-sum": "dr_grpo"}
+SOURCE_KEYS = {  # GRPOConfig field -> the dapo-nb key it is made from (for error messages)
+    "num_generations": "dapo.group_size", "per_device_train_batch_size": "ppo.mini_batch_size / ppo.micro_batch_size",
+    "gradient_accumulation_steps": "ppo.mini_batch_size / ppo.micro_batch_size",
+    "steps_per_generation": "ppo.batch_size / ppo.mini_batch_size", "num_iterations": "ppo.epochs",
+    "logging_steps": "ppo.batch_size / ppo.mini_batch_size / ppo.epochs (one metrics line per batch)",
+    "max_steps": "train.total_steps", "save_steps": "train.save_every", "seed": "train.seed",
+    "shuffle_dataset": "data.shuffle", "activation_checkpointing": "model.gradient_checkpointing",
+    "max_completion_length": "sampling.max_new_tokens", "temperature": "sampling.temperature",
+    "top_p": "sampling.top_p", "top_k": "sampling.top_k", "use_vllm": "trl.use_vllm", "vllm_mode": "trl.vllm_mode",
+    "loss_type": "dapo.loss_agg", "epsilon": "dapo.eps_low", "epsilon_high": "dapo.eps_high", "beta": "dapo.beta",
+    "scale_rewards": "dapo.std_scale", "mask_truncated_completions": "dapo.overlong_filtering",
+    "learning_rate": "ppo.learning_rate", "weight_decay": "ppo.weight_decay", "max_grad_norm": "ppo.max_grad_norm",
+    "warmup_steps": "ppo.warmup_steps", "lr_scheduler_type": "ppo.warmup_steps",
+}
+
+
+# ----------------------------------------------------------------------------
+# Batch geometry and GRPOConfig
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How B prompt groups of G completions per step split over processes, updates and micro-batches."""
+
+    per_device_batch: int  # completions per process per forward/backward
+    grad_accum: int  # micro-batches per optimizer update
+    steps_per_generation: int  # micro-batches per generation batch (per process)
+    updates_per_batch: int  # optimizer updates per generation batch (mini-batches x epochs)
+
+
+def batch_layout(cfg: Config, world_size: int) -> BatchLayout:
+    """Check that the batch splits into whole groups per process and return TRL's batch settings."""
+    G, B = cfg.dapo.group_size, cfg.ppo.batch_size
+    M = cfg.ppo.mini_batch_size or B
+    for key, groups in (("ppo.batch_size", B), ("ppo.mini_batch_size", M)):
+        if groups % world_size:
+            raise ConfigError(f"{key}={groups} prompt groups do not split evenly over {world_size} processes; use a "
+                              f"multiple of {world_size} (each process must score whole groups of {G})")
+    per_update = M * G // world_size  # completions per process per optimizer update
+    micro = cfg.ppo.micro_batch_size or per_update
+    if per_update % micro:
+        raise ConfigError(f"ppo.micro_batch_size={micro} must divide the {per_update} completions each process "
+                          f"trains on per update (ppo.mini_batch_size x dapo.group_size / processes)")
+    accum = per_update // micro
+    return BatchLayout(micro, accum, accum * (B // M), (B // M) * cfg.ppo.epochs)
+
+
+def check_trl_config(cfg: Config) -> None:
+    """Refuse what TRL cannot do; warn about what it does differently."""
+    if not cfg.sampling.do_sample or cfg.sampling.temperature == 0:
+        raise ConfigError("backend=trl samples G completions per prompt; sampling.do_sample=false / temperature=0 "
+                          "(greedy) is only supported by backend=dapo_nb")
+    if cfg.model.device_map:
+        raise ConfigError(f"model.device_map={cfg.model.device_map!r} shards one model over GPUs (model parallel); "
+                          "backend=trl replicates the model on every process (data parallel). Use backend=dapo_nb "
+                          "with device_map, or backend=trl without it (README, 'Scaling out')")
+    if cfg.dapo.dynamic_sampling:
+        warnings.warn("backend=trl: TRL's GRPOTrainer has no dynamic sampling; groups whose rewards are all equal "
+                      "stay in the batch with zero advantage and nothing is re-sampled (frac_reward_zero_std in "
+                      "metrics.jsonl is the share DAPO would drop). Set dapo.dynamic_sampling=false to silence this, "
+                      "or use backend=dapo_nb or the verl export for real dynamic sampling", stacklevel=3)
+
+
+def grpo_config_kwargs(cfg: Config, layout: BatchLayout, output_dir: str, use_cpu: bool) -> dict:
+    """GRPOConfig keyword arguments equivalent to `cfg` (see the module docstring for the mapping)."""
+    save_steps = (cfg.train.save_every or cfg.train.total_steps) * layout.updates_per_batch
+    mapped = dict(  # from our config; trl.args may not contradict them
+        # the batch
+        num_generations=cfg.dapo.group_size, per_device_train_batch_size=layout.per_device_batch,
+        gradient_accumulation_steps=layout.grad_accum, steps_per_generation=layout.steps_per_generation,
+        num_iterations=cfg.ppo.epochs, max_steps=cfg.train.total_steps * layout.updates_per_batch,
+        logging_steps=layout.updates_per_batch, save_steps=save_steps, seed=cfg.train.seed,
+        shuffle_dataset=cfg.data.shuffle, activation_checkpointing=cfg.model.gradient_checkpointing,
+        # sampling
+        max_completion_length=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature,
+        top_p=cfg.sampling.top_p, top_k=cfg.sampling.top_k, use_vllm=cfg.trl.use_vllm, vllm_mode=cfg.trl.vllm_mode,
+        # the DAPO objective
+        loss_type=LOSS_TYPES[cfg.dapo.loss_agg], epsilon=cfg.dapo.eps_low, epsilon_high=cfg.dapo.eps_high,
+        beta=cfg.dapo.beta, scale_rewards=cfg.dapo.std_scale, mask_truncated_completions=cfg.dapo.overlong_filtering,
+        # the optimizer
+        learning_rate=cfg.ppo.learning_rate, weight_decay=cfg.ppo.weight_decay,
+        max_grad_norm=cfg.ppo.max_grad_norm or 1e9, warmup_steps=cfg.ppo.warmup_steps,
+        lr_scheduler_type="constant_with_warmup" if cfg.ppo.warmup_steps else "constant",
+    )
+    clash = sorted(set(cfg.trl.args) & set(mapped))
+    if clash:
+        sources = "; ".join(f"trl.args.{name} comes from {SOURCE_KEYS.get(name, 'the dapo-nb config')}" for name in clash)
+        raise ConfigError(f"{sources}: set the dapo-nb key instead (the module docstring of dapo_nb/trl_backend.py "
+                          "lists the mapping)")
+    kwargs = dict(
+        output_dir=output_dir, report_to="none", disable_tqdm=False, save_strategy="steps", use_cpu=use_cpu,
+        dataloader_num_workers=0, log_completions=False, fp16=False,
+        # TRL defaults to bf16 autocast; we follow the model config (force_float32 / dtype), and never on a CPU
+        bf16=not use_cpu and not cfg.model.force_float32 and cfg.model.dtype in ("auto", "bfloat16"),
+        **mapped,
+    )
+    kwargs.update(cfg.trl.args)
+    return kwargs
+
+
+# ----------------------------------------------------------------------------
+# Our reward as TRL reward functions
+
+
+class TRLRewardAdapter:
+    """Scores each generation batch once with our `MultiObjectiveReward` and hands TRL one column per function.
+
+    `functions` are TRL reward functions (their `__name__` becomes `rewards/<name>/mean` in TRL's logs);
+    `initial_weights` are TRL's `reward_weights`. In the linear case (weighted_sum, no plugin) the trainer's
+    `reward_weights` are replaced by the weights our reward used for the batch, right before TRL applies them.
+    """
+
+    def __init__(self, reward: MultiObjectiveReward, cfg: Config, layout: BatchLayout):
+        self.reward, self.cfg, self.layout = reward, cfg, layout
+        self.names = list(reward.names)  # a seed-contract plugin's breakdown keys join after its first call
+        self.linear = reward.scalarizer == "weighted_sum" and reward.plugin is None
+        self.trainer = None  # set by build_trl_trainer; needed to move TRL's reward_weights
+        self.rollouts_path: Path | None = None  # main process only
+        self.examples: dict = {}  # qid -> PromptExample: the prompt as our trainer passes it to plugins
+        self._batch_for = None  # the `completions` list object the cached batch belongs to
+        self._batch = None
+        columns = [] if self.linear else [self._function("score", lambda b: b.scores)]
+        columns += [self._function(name, lambda b, name=name: b.objectives[name]) for name in self.names]
+        self.functions = columns
+        weights = reward.weights.get()
+        self.initial_weights = ([float(weights.get(n, 0.0)) for n in self.names] if self.linear
+                                else [1.0] + [0.0] * len(self.names))
+        self.aggregation = ("normalize_then_sum" if self.linear and reward.normalization == "group_zscore"
+                            else "sum_then_normalize")
+
+    def _function(self, name: str, column):
+        def reward_function(prompts, completions, completion_ids, ground_truth, qid, info_json, trainer_state,
+                            log_metric=None, **_):
+            batch = self._score(completions, completion_ids, ground_truth, qid, info_json, trainer_state, log_metric)
+            return [float(v) if ok else None for v, ok in zip(column(batch), batch.valid)]
+
+        reward_function.__name__ = reward_function.__qualname__ = name
+        return reward_function
+
+    def _score(self, completions, completion_ids, ground_truth, qid, info_json, trainer_state, log_metric):
+        if self._batch_for is completions:
+            return self._batch
+        G = self.cfg.dapo.group_size
+        if len(completions) % G:  # batch_layout guarantees whole groups; group_zscore and logging rely on it
+            raise RuntimeError(f"TRL passed {len(completions)} completions, not whole groups of {G}")
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        step = trainer_state.global_step // self.layout.updates_per_batch + 1
+        infos = [{"qid": q, **json.loads(extra)} for q, extra in zip(qid, info_json)]
+        batch = self.reward.score(texts, list(ground_truth), prompts=[self.examples[q].prompt for q in qid],
+                                  group_ids=[i // G for i in range(len(texts))],
+                                  num_tokens=[len(ids) for ids in completion_ids], step=step, infos=infos)
+        if self.linear and self.trainer is not None:  # TRL multiplies by these right after the reward functions
+            self.trainer.reward_weights = torch.tensor([batch.weights.get(n, 0.0) for n in self.names])
+        if log_metric is not None:
+            for name, value in batch.weights.items():
+                log_metric(f"weights/{name}", value)
+            for kind, count in batch.error_counts.items():
+                if count:
+                    log_metric(f"reward_errors/{kind}", count)
+            for name in set(batch.objectives) - set(self.names):  # a plugin's breakdown keys: this process's mean
+                log_metric(f"rewards/{name}/mean", sum(batch.objectives[name]) / len(texts))
+        if self.rollouts_path is not None:
+            self._log_rollouts(step, texts, completion_ids, ground_truth, qid, batch)
+        self._batch_for, self._batch = completions, batch
+        return batch
+
+    def _log_rollouts(self, step, texts, completion_ids, ground_truth, qid, batch) -> None:
+        count = min(self.cfg.train.log_rollouts, len(texts))
+        with open(self.rollouts_path, "a") as f:
+            for i in range(count):
+                f.write(json.dumps({
+                    "step": step, "qid": qid[i], "prompt": question_text(self.examples[qid[i]]), "completion": texts[i],
+                    "ground_truth": ground_truth[i], "objectives": {k: v[i] for k, v in batch.objectives.items()},
+                    "score": batch.scores[i], "length": len(completion_ids[i]), "backend": "trl",
+                }) + "\n")
+
+
+def trl_dataset(examples, tokenizer, system_prompt: str | None):
+    """Conversational rows for TRL, checked to render exactly as our trainer renders them."""
+    from datasets import Dataset
+
+    rows = [{"prompt": to_chat_messages(ex, system_prompt), "ground_truth": ex.ground_truth, "qid": ex.qid,
+             "info_json": json.dumps({"data_source": ex.data_source, **ex.extra})} for ex in examples]
+    for row, ours in zip(rows, render_prompts(tokenizer, examples, system_prompt)):
+        theirs = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        if theirs != ours:
+            raise RuntimeError(f"prompt {row['qid']}: TRL would render it differently from dapo-nb:\n"
+                               f" ours: {ours!r}\n trl:  {theirs!r}")
+    return Dataset.from_list(rows)
+
+
+# ----------------------------------------------------------------------------
+# Callbacks: metrics file, stop requests, final checkpoint
+
+
+class MetricsWriter(TrainerCallback):
+    """One metrics.jsonl line per generation batch, in our format, written by the main process only."""
+
+    def __init__(self, cfg: Config, layout: BatchLayout, on_metrics):
+        self.cfg, self.layout, self.on_metrics = cfg, layout, on_metrics
+        self.last = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "reward" not in logs:  # the end-of-training summary has no step metrics
+            return
+        now = time.perf_counter()
+        record = {"step": math.ceil(state.global_step / self.layout.updates_per_batch), "backend": "trl",
+                  "scalarizer": self.cfg.reward.scalarizer, "optimizer_step": state.global_step,
+                  "step_time": now - self.last}  # TRL's own step_time, when logged, replaces ours
+        record.update({k: v for k, v in logs.items() if not k.startswith("rewards/score/")})
+        self.last = now
+        if state.is_world_process_zero:
+            with open(self.cfg.output_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        self.on_metrics(record)
+
+
+class StopControl(TrainerCallback):
+    """SIGTERM / Ctrl-C / train.max_minutes: every process stops after the same step, and a checkpoint is saved."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.trainer = None  # set once the GRPOTrainer exists (its accelerator decides together)
+        self.requested = threading.Event()
+        minutes = cfg.train.max_minutes
+        self.deadline = time.monotonic() + 60 * minutes if minutes > 0 else math.inf
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.cfg.train.resume and state.global_step:
+            truncate_run_logs(self.cfg.output_dir, math.ceil(state.global_step / max(args.logging_steps, 1)))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        local = self.requested.is_set() or time.monotonic() > self.deadline
+        accelerator = self.trainer.accelerator
+        flag = torch.tensor([float(local)], device=accelerator.device)
+        if accelerator.num_processes > 1:  # decide together, or one process waits forever in the next all-reduce
+            flag = accelerator.reduce(flag, reduction="sum")
+        if flag.item() > 0:
+            control.should_training_stop = True
+        if control.should_training_stop or state.global_step >= state.max_steps:
+            control.should_save = True  # the end of a run always leaves a checkpoint
+        return control
+
+
+# ----------------------------------------------------------------------------
+# Building and running
+
+
+def parameter_digest(model) -> str:
+    """sha256 of every parameter's bytes in name order: equal digests = identical weights."""
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def build_trl_trainer(cfg: Config, *, model=None, tokenizer=None, reward: MultiObjectiveReward | None = None,
+                      callbacks=(), on_metrics=None):
+    """A ready `trl.GRPOTrainer` for `cfg` (plus the reward adapter); `train_with_trl` runs it."""
+    from accelerate import PartialState
+    from trl import GRPOConfig, GRPOTrainer
+
+    from .models import policy_from_config
+
+    cfg = cfg.validate()
+    check_trl_config(cfg)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    use_cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=use_cpu)  # cpu=True: several CPU processes form a gloo group (else each runs alone)
+    layout = batch_layout(cfg, state.num_processes)
+    if state.is_main_process:
+        print(f"backend=trl: {state.num_processes} process(es), {state.distributed_type.value}"
+              f"{f' ({state.backend})' if state.backend else ''}; per process {layout.per_device_batch} completions "
+              f"x {layout.grad_accum} accumulation per update, {layout.updates_per_batch} update(s) per batch", flush=True)
+    if model is None:
+        model, tokenizer = policy_from_config(cfg.model)
+    examples = load_prompts(cfg.data.train_path)
+    too_long = sum(len(ids) > cfg.sampling.context_max_len
+                   for ids in tokenizer(render_prompts(tokenizer, examples, cfg.data.system_prompt))["input_ids"])
+    if too_long and state.is_main_process:
+        warnings.warn(f"{too_long} of {len(examples)} prompts in {cfg.data.train_path} are longer than "
+                      f"sampling.context_max_len={cfg.sampling.context_max_len} tokens; TRL does not truncate "
+                      "prompts, so they are trained on whole", stacklevel=2)
+
+    reward = reward or reward_from_config(cfg)
+    adapter = TRLRewardAdapter(reward, cfg, layout)
+    adapter.examples = {ex.qid: ex for ex in examples}
+    checkpoint_root = Path(cfg.train.checkpoint_dir) / cfg.train.run_name
+    args = GRPOConfig(**grpo_config_kwargs(cfg, layout, str(checkpoint_root), use_cpu),
+                      reward_weights=adapter.initial_weights, multi_objective_aggregation=adapter.aggregation)
+    peft_config = None
+    if cfg.model.lora.r > 0 and not hasattr(model, "disable_adapter"):
+        from peft import LoraConfig
+
+        lora = cfg.model.lora
+        peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                 target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+
+    if state.is_main_process:
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+        if not cfg.train.resume:
+            archive_run_logs(cfg.output_dir)
+        (cfg.output_dir / "config.yaml").write_text(to_yaml(cfg))
+        adapter.rollouts_path = cfg.output_dir / "rollouts.jsonl"
+    state.wait_for_everyone()
+
+    stopper = StopControl(cfg)
+    writer = MetricsWriter(cfg, layout, on_metrics or (lambda record: None))
+    trainer = GRPOTrainer(model=model, reward_funcs=adapter.functions, args=args,
+                          train_dataset=trl_dataset(examples, tokenizer, cfg.data.system_prompt),
+                          processing_class=tokenizer, peft_config=peft_config,
+                          callbacks=[writer, stopper, *callbacks])
+    stopper.trainer = adapter.trainer = trainer
+    trainer.dapo_nb_stopper = stopper
+    return trainer, adapter
+
+
+def train_with_trl(cfg: Config, *, model=None, tokenizer=None, reward: MultiObjectiveReward | None = None,
+                   callbacks=()) -> list[dict]:
+    """Train with TRL as `cfg` says; returns the metrics of each generation batch (also in runs/<run>/metrics.jsonl)."""
+    from accelerate.utils import gather_object
+
+    history: list[dict] = []
+    trainer, _ = build_trl_trainer(cfg, model=model, tokenizer=tokenizer, reward=reward, callbacks=callbacks,
+                                   on_metrics=history.append)
+    start_from = last_checkpoint(cfg) if cfg.train.resume else None
+    if cfg.train.resume and start_from is None:
+        print(f"train.resume: no TRL checkpoint under {trainer.args.output_dir}; starting at step 0")
+    restore = install_stop_handlers(trainer.dapo_nb_stopper.requested, lambda: "the current step")
+    try:
+        trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
+    finally:
+        restore()
+    digests = gather_object([parameter_digest(trainer.accelerator.unwrap_model(trainer.model))])
+    if trainer.accelerator.is_main_process:
+        in_sync = len(set(digests)) == 1
+        (cfg.output_dir / "replicas.json").write_text(json.dumps(
+            {"processes": len(digests), "parameter_sha256": digests, "in_sync": in_sync,
+             "optimizer_steps": trainer.state.global_step}, indent=1) + "\n")
+        if not in_sync:
+            raise RuntimeError(f"data-parallel replicas diverged (parameter digests {digests}); see replicas.json")
+    return history
+
+
+def last_checkpoint(cfg: Config) -> Path | None:
+    """The newest TRL checkpoint of this run, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    root = Path(cfg.train.checkpoint_dir) / cfg.train.run_name
+    last = get_last_checkpoint(str(root)) if root.is_dir() else None
+    return Path(last) if last else None
