@@ -17,6 +17,7 @@ The seed's command line runs unchanged apart from the program name, e.g.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -66,7 +67,10 @@ def cmd_train(args: list[str]) -> None:
 
         history = train_with_trl(cfg, model=model, tokenizer=tokenizer)
         checkpoint = last_checkpoint(cfg)
-        if torch.distributed.is_initialized():  # left open, gloo's threads abort the process at exit
+        if torch.distributed.is_initialized():
+            # The trainer's DDP wrapper holds the process group and outlives train_with_trl in reference cycles; freed
+            # during interpreter shutdown instead, gloo's worker threads abort the process (SIGABRT, seen under load).
+            gc.collect()
             torch.distributed.destroy_process_group()
     else:
         from .trainer import Trainer
