@@ -211,7 +211,7 @@ def run_trl(s: Settings, workdir: Path) -> dict:
     from dapo_nb.data import load_prompts
     from dapo_nb.models import embedded_model_dir, load_tokenizer
     from dapo_nb.trainer import reward_from_config
-    from dapo_nb.trl_backend import trl_dataset  # checks TRL renders each prompt exactly as our trainer does
+    from dapo_nb.trl_backend import trl_dataset  # checks TRL tokenizes each prompt exactly as our trainer does
 
     torch.set_num_threads(s.threads)
     model_dir = str(embedded_model_dir())
@@ -256,7 +256,7 @@ def run_trl(s: Settings, workdir: Path) -> dict:
     trainer = GRPOTrainer(model=model_dir, reward_funcs=trl_reward_function(reward_from_config(ours_cfg), qids_seen),
                           args=args, processing_class=tokenizer,
                           train_dataset=trl_dataset(load_prompts(s.data)[: s.prompts * (WARMUP_STEPS + s.steps)],
-                                                    tokenizer, ours_cfg.data.system_prompt),
+                                                    tokenizer, ours_cfg.data.system_prompt)[0],
                           callbacks=[step_clock])
     setup_s = time.perf_counter() - t0
     generation_s: list[Span] = []

@@ -180,7 +180,7 @@ def to_record(problem: Problem, index: int) -> dict:
 
 def _per_level(counts: int | Sequence[int], levels: list[int], what: str) -> list[int]:
     """One count per level: a single number applies to every level."""
-    counts = [counts] * len(levels) if isinstance(counts, int) else list(counts)
+    counts = [counts] if isinstance(counts, int) else list(counts)
     if len(counts) == 1:
         counts = counts * len(levels)
     if len(counts) != len(levels):

@@ -41,6 +41,14 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def latest_trl_checkpoint(root: str | Path) -> Path | None:
+    """The `checkpoint-N` folder (written by backend=trl, i.e. TRL's Trainer) with the highest N under root, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(root)) if Path(root).is_dir() else None
+    return Path(last) if last else None
+
+
 @contextmanager
 def atomic_directory(final: str | Path):
     """Yield a temporary sibling folder; on success it replaces `final` by a rename, on error it is removed."""

@@ -34,8 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import dapo
-from .checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from .config import Config, from_dict, to_dict
+from .checkpoint import latest_checkpoint, latest_trl_checkpoint, load_trainer_state, save_checkpoint
+from .config import Config, from_dict, load_config, to_dict
 from .data import load_prompts, render_prompts
 from .generate import Rollout, completion_logprobs, generate_rollouts
 from .models import policy_from_config
@@ -481,10 +481,8 @@ def latest_run_checkpoint(run_name: str, checkpoint_dir: str | Path = "checkpoin
     ours = latest_checkpoint(root)
     if ours is not None:
         return ours, config_of_checkpoint(ours)
-    numbered = [(int(p.name.split("-")[1]), p) for p in root.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    trl = latest_trl_checkpoint(root)
     config_file = Path(runs_dir) / run_name / "config.yaml"
-    if numbered and config_file.is_file():
-        from .config import load_config
-
-        return max(numbered)[1], load_config(config_file)
+    if trl is not None and config_file.is_file():
+        return trl, load_config(config_file)
     return None, None

@@ -54,6 +54,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from .checkpoint import latest_trl_checkpoint
 from .config import Config, ConfigError, to_yaml
 from .data import load_prompts, render_prompts, to_chat_messages
 from .rewards import MultiObjectiveReward
@@ -88,6 +89,10 @@ class BatchLayout:
     grad_accum: int  # micro-batches per optimizer update
     steps_per_generation: int  # micro-batches per generation batch (per process)
     updates_per_batch: int  # optimizer updates per generation batch (mini-batches x epochs)
+
+    def steps_done(self, optimizer_steps: int) -> int:
+        """Our `step` (generation batches trained on) after TRL's `global_step` optimizer updates."""
+        return math.ceil(optimizer_steps / self.updates_per_batch)
 
 
 def batch_layout(cfg: Config, world_size: int) -> BatchLayout:
@@ -172,13 +177,13 @@ class TRLRewardAdapter:
     `reward_weights` are replaced by the weights our reward used for the batch, right before TRL applies them.
     """
 
-    def __init__(self, reward: MultiObjectiveReward, cfg: Config, layout: BatchLayout):
+    def __init__(self, reward: MultiObjectiveReward, cfg: Config, layout: BatchLayout, examples):
         self.reward, self.cfg, self.layout = reward, cfg, layout
+        self.examples = {ex.qid: ex for ex in examples}  # the prompt as our trainer passes it to plugins
         self.names = list(reward.names)  # a seed-contract plugin's breakdown keys join after its first call
         self.linear = reward.scalarizer == "weighted_sum" and reward.plugin is None
         self.trainer = None  # set by build_trl_trainer; needed to move TRL's reward_weights
         self.rollouts_path: Path | None = None  # main process only
-        self.examples: dict = {}  # qid -> PromptExample: the prompt as our trainer passes it to plugins
         self._batch_for = None  # the `completions` list object the cached batch belongs to
         self._batch = None
         columns = [] if self.linear else [self._function("score", lambda b: b.scores)]
@@ -206,7 +211,7 @@ class TRLRewardAdapter:
         if len(completions) % G:  # batch_layout guarantees whole groups; group_zscore and logging rely on it
             raise RuntimeError(f"TRL passed {len(completions)} completions, not whole groups of {G}")
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        step = trainer_state.global_step // self.layout.updates_per_batch + 1
+        step = self.layout.steps_done(trainer_state.global_step) + 1  # the step this batch is generated for
         infos = [{"qid": q, **json.loads(extra)} for q, extra in zip(qid, info_json)]
         batch = self.reward.score(texts, list(ground_truth), prompts=[self.examples[q].prompt for q in qid],
                                   group_ids=[i // G for i in range(len(texts))],
@@ -238,17 +243,21 @@ class TRLRewardAdapter:
 
 
 def trl_dataset(examples, tokenizer, system_prompt: str | None):
-    """Conversational rows for TRL, checked to render exactly as our trainer renders them."""
+    """Conversational rows for TRL and each prompt's token count. Fails if TRL's tokenization of a prompt
+    (`apply_chat_template(..., tokenize=True)`, as GRPOTrainer does it) differs from what our generator feeds."""
     from datasets import Dataset
 
-    rows = [{"prompt": to_chat_messages(ex, system_prompt), "ground_truth": ex.ground_truth, "qid": ex.qid,
-             "info_json": json.dumps({"data_source": ex.data_source, **ex.extra})} for ex in examples]
-    for row, ours in zip(rows, render_prompts(tokenizer, examples, system_prompt)):
-        theirs = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-        if theirs != ours:
-            raise RuntimeError(f"prompt {row['qid']}: TRL would render it differently from dapo-nb:\n"
-                               f" ours: {ours!r}\n trl:  {theirs!r}")
-    return Dataset.from_list(rows)
+    messages = [to_chat_messages(ex, system_prompt) for ex in examples]
+    ours = tokenizer(render_prompts(tokenizer, examples, system_prompt), add_special_tokens=False)["input_ids"]
+    theirs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                           return_dict=True)["input_ids"]
+    for ex, our_ids, their_ids in zip(examples, ours, theirs):
+        if list(our_ids) != list(their_ids):
+            raise RuntimeError(f"prompt {ex.qid}: TRL would tokenize it differently from dapo-nb "
+                               f"({len(our_ids)} vs {len(their_ids)} tokens); the backends would not be comparable")
+    rows = [{"prompt": m, "ground_truth": ex.ground_truth, "qid": ex.qid,
+             "info_json": json.dumps({"data_source": ex.data_source, **ex.extra})} for m, ex in zip(messages, examples)]
+    return Dataset.from_list(rows), [len(ids) for ids in ours]
 
 
 # ----------------------------------------------------------------------------
@@ -266,7 +275,7 @@ class MetricsWriter(TrainerCallback):
         if not logs or "reward" not in logs:  # the end-of-training summary has no step metrics
             return
         now = time.perf_counter()
-        record = {"step": math.ceil(state.global_step / self.layout.updates_per_batch), "backend": "trl",
+        record = {"step": self.layout.steps_done(state.global_step), "backend": "trl",
                   "scalarizer": self.cfg.reward.scalarizer, "optimizer_step": state.global_step,
                   "step_time": now - self.last}  # TRL's own step_time, when logged, replaces ours
         record.update({k: v for k, v in logs.items() if not k.startswith("rewards/score/")})
@@ -280,8 +289,8 @@ class MetricsWriter(TrainerCallback):
 class StopControl(TrainerCallback):
     """SIGTERM / Ctrl-C / train.max_minutes: every process stops after the same step, and a checkpoint is saved."""
 
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
+    def __init__(self, cfg: Config, layout: BatchLayout):
+        self.cfg, self.layout = cfg, layout
         self.trainer = None  # set once the GRPOTrainer exists (its accelerator decides together)
         self.requested = threading.Event()
         minutes = cfg.train.max_minutes
@@ -289,7 +298,7 @@ class StopControl(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero and self.cfg.train.resume and state.global_step:
-            truncate_run_logs(self.cfg.output_dir, math.ceil(state.global_step / max(args.logging_steps, 1)))
+            truncate_run_logs(self.cfg.output_dir, self.layout.steps_done(state.global_step))
 
     def on_step_end(self, args, state, control, **kwargs):
         local = self.requested.is_set() or time.monotonic() > self.deadline
@@ -339,16 +348,15 @@ def build_trl_trainer(cfg: Config, *, model=None, tokenizer=None, reward: MultiO
     if model is None:
         model, tokenizer = policy_from_config(cfg.model)
     examples = load_prompts(cfg.data.train_path)
-    too_long = sum(len(ids) > cfg.sampling.context_max_len
-                   for ids in tokenizer(render_prompts(tokenizer, examples, cfg.data.system_prompt))["input_ids"])
+    dataset, prompt_lengths = trl_dataset(examples, tokenizer, cfg.data.system_prompt)
+    too_long = sum(n > cfg.sampling.context_max_len for n in prompt_lengths)
     if too_long and state.is_main_process:
         warnings.warn(f"{too_long} of {len(examples)} prompts in {cfg.data.train_path} are longer than "
                       f"sampling.context_max_len={cfg.sampling.context_max_len} tokens; TRL does not truncate "
                       "prompts, so they are trained on whole", stacklevel=2)
 
     reward = reward or reward_from_config(cfg)
-    adapter = TRLRewardAdapter(reward, cfg, layout)
-    adapter.examples = {ex.qid: ex for ex in examples}
+    adapter = TRLRewardAdapter(reward, cfg, layout, examples)
     checkpoint_root = Path(cfg.train.checkpoint_dir) / cfg.train.run_name
     args = GRPOConfig(**grpo_config_kwargs(cfg, layout, str(checkpoint_root), use_cpu),
                       reward_weights=adapter.initial_weights, multi_objective_aggregation=adapter.aggregation)
@@ -368,10 +376,10 @@ def build_trl_trainer(cfg: Config, *, model=None, tokenizer=None, reward: MultiO
         adapter.rollouts_path = cfg.output_dir / "rollouts.jsonl"
     state.wait_for_everyone()
 
-    stopper = StopControl(cfg)
+    stopper = StopControl(cfg, layout)
     writer = MetricsWriter(cfg, layout, on_metrics or (lambda record: None))
     trainer = GRPOTrainer(model=model, reward_funcs=adapter.functions, args=args,
-                          train_dataset=trl_dataset(examples, tokenizer, cfg.data.system_prompt),
+                          train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config,
                           callbacks=[writer, stopper, *callbacks])
     stopper.trainer = adapter.trainer = trainer
@@ -408,8 +416,4 @@ def train_with_trl(cfg: Config, *, model=None, tokenizer=None, reward: MultiObje
 
 def last_checkpoint(cfg: Config) -> Path | None:
     """The newest TRL checkpoint of this run, if any."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    root = Path(cfg.train.checkpoint_dir) / cfg.train.run_name
-    last = get_last_checkpoint(str(root)) if root.is_dir() else None
-    return Path(last) if last else None
+    return latest_trl_checkpoint(Path(cfg.train.checkpoint_dir) / cfg.train.run_name)

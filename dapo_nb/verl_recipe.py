@@ -62,8 +62,9 @@ def filter_metric_key(cfg: Config) -> str:
     return "acc" if metric == "correctness" else metric
 
 
-def verl_overrides(cfg: Config, out_dir: Path, model_path: str) -> list[str]:
-    """Hydra overrides for verl.trainer.main_ppo equivalent to `cfg` (paths inside `out_dir`)."""
+def verl_overrides(cfg: Config, out_dir: Path) -> list[str]:
+    """Hydra overrides for verl.trainer.main_ppo equivalent to `cfg` (paths inside `out_dir`; the model comes
+    from the launch script's MODEL)."""
     if cfg.dapo.std_scale == "batch":
         raise ConfigError("dapo.std_scale=batch has no verl GRPO equivalent; use group (DAPO) or none")
     factor, _ = overlong_settings(cfg)
@@ -84,7 +85,6 @@ def verl_overrides(cfg: Config, out_dir: Path, model_path: str) -> list[str]:
         f"data.max_prompt_length={s.context_max_len}",
         f"data.max_response_length={s.max_new_tokens}",
         "data.truncation=left",
-        f"actor_rollout_ref.model.path={model_path}",
         f"{actor}.optim.lr={p.learning_rate}",
         f"{actor}.optim.lr_warmup_steps={p.warmup_steps}",
         f"{actor}.optim.weight_decay={p.weight_decay}",
@@ -120,9 +120,6 @@ def verl_overrides(cfg: Config, out_dir: Path, model_path: str) -> list[str]:
 
 
 def _script(overrides: list[str], model_path: str) -> str:
-    lines = [f"    {shlex.quote(o)} \\" for o in overrides]
-    model_line = next(i for i, o in enumerate(overrides) if o.startswith("actor_rollout_ref.model.path="))
-    lines[model_line] = '    "actor_rollout_ref.model.path=${MODEL}" \\'
     return "\n".join([
         "#!/usr/bin/env bash",
         f"# DAPO on verl {VERL_VERSION}, written by `dapo-nb export verl` (dapo_nb/verl_recipe.py says what maps to what).",
@@ -132,7 +129,8 @@ def _script(overrides: list[str], model_path: str) -> str:
         "set -euo pipefail",
         f"MODEL=${{MODEL:-{shlex.quote(model_path)}}}",
         "python3 -m verl.trainer.main_ppo \\",
-        *lines,
+        '    "actor_rollout_ref.model.path=${MODEL}" \\',
+        *(f"    {shlex.quote(o)} \\" for o in overrides),
         '    "trainer.n_gpus_per_node=${N_GPUS:-8}" \\',
         '    "trainer.nnodes=${NNODES:-1}" \\',
         '    "$@"',
@@ -148,7 +146,7 @@ def export_verl(cfg: Config, out_dir: str | Path) -> dict[str, Path]:
                       stacklevel=2)
     name = cfg.model.pretrained_model_name_or_path
     model_path = str(embedded_model_dir()) if name in EMBEDDED_NAMES else name
-    overrides = verl_overrides(cfg, out, model_path)  # first: refuses what cannot travel before writing anything
+    overrides = verl_overrides(cfg, out)  # first: refuses what cannot travel before writing anything
     _, objectives = overlong_settings(cfg)
     weights = {k: v for k, v in cfg.reward.weights.items() if k != "overlong"}
     verl_cfg = replace(cfg, reward=replace(cfg.reward, objectives=objectives, weights=weights, schedule={}))

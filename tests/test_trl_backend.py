@@ -13,6 +13,7 @@ import torch
 
 from dapo_nb import plots
 from dapo_nb.config import ConfigError, load_config
+from dapo_nb.data import PromptExample
 from dapo_nb.models import load_policy
 from dapo_nb.trl_backend import (
     TRLRewardAdapter,
@@ -81,9 +82,6 @@ class _State:
 
 
 def _call(adapter, texts, truths):
-    from dapo_nb.data import PromptExample
-
-    adapter.examples = {f"q{g}": PromptExample(f"q{g}", "What is 12 + 7?", "19") for g in range(len(texts) // 4)}
     logged = {}
     kwargs = dict(prompts=[""] * len(texts), completions=[[{"role": "assistant", "content": t}] for t in texts],
                   completion_ids=[[1] * (i + 1) for i in range(len(texts))], ground_truth=truths,
@@ -97,7 +95,8 @@ def test_trl_combines_our_columns_into_our_reward(scalarizer):
     """What TRL computes from the adapter's columns and weights equals our reward's scalar."""
     cfg = load_config(overrides=["reward.objectives=[correctness,format,clarity]", f"reward.scalarizer={scalarizer}",
                                  "reward.weights={correctness: 1.0, format: 0.3, clarity: 0.2}"])
-    adapter = TRLRewardAdapter(reward_from_config(cfg), cfg, batch_layout(cfg, 1))
+    examples = [PromptExample("q0", "What is 12 + 7?", "19")]
+    adapter = TRLRewardAdapter(reward_from_config(cfg), cfg, batch_layout(cfg, 1), examples)
     texts = ["12 + 7 = 19\nAnswer: 19", "It is 20.", "Answer: 19", "First, 12. Then 7. So 19.\nAnswer: 19"]
     columns, logged = _call(adapter, texts, ["19"] * 4)
     trl_sum = (torch.tensor(columns).T * torch.tensor(adapter.initial_weights)).sum(dim=1)
