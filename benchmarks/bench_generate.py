@@ -25,7 +25,7 @@ from dapo_nb.models import load_policy
 
 def run_ours(model, tok, prompts, args, seed):
     r = generate_rollouts(model, tok, prompts, group_size=args.group_size, max_new_tokens=args.max_new_tokens,
-                          generator=torch.Generator().manual_seed(seed))
+                          generator=torch.Generator(model.device).manual_seed(seed))
     return int(r.lengths.sum())
 
 

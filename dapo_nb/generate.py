@@ -29,7 +29,7 @@ with gradients (`completion_logprobs`). The result is exactly that of G separate
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import torch
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
@@ -58,7 +58,6 @@ class Rollout:
     group_size: int
     num_prompts_truncated: int = 0
     nonfinite_steps: int = 0
-    extras: dict = field(default_factory=dict)  # per-row lists the caller attaches (qid, ground_truth, ...)
 
     def __len__(self) -> int:
         return self.completion_ids.shape[0]
@@ -73,19 +72,24 @@ class Rollout:
         """(N, P + C) mask over `input_ids`."""
         return torch.cat([self.prompt_mask, self.completion_mask], dim=1)
 
+    @property
+    def device(self) -> torch.device:
+        return self.completion_ids.device
+
     def select(self, rows: list[int] | torch.Tensor) -> Rollout:
-        """A new Rollout holding only `rows` (group ids are kept as they are)."""
-        idx = torch.as_tensor(rows, dtype=torch.long)
-        picked = [int(i) for i in idx]
+        """A new Rollout holding only `rows`, given on the host (group ids are kept as they are).
+
+        The host indices cross to the rollout's device here, in one copy."""
+        host_rows = torch.as_tensor(rows, dtype=torch.long, device="cpu")
+        picked = host_rows.tolist()
+        device_rows = host_rows.to(self.device)
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):
-                out[f.name] = value[idx.to(value.device)]
+                out[f.name] = value[device_rows]
             elif isinstance(value, list):
                 out[f.name] = [value[i] for i in picked]
-            elif f.name == "extras":
-                out[f.name] = {k: [v[i] for i in picked] for k, v in value.items()}
             else:
                 out[f.name] = value
         return Rollout(**out)
@@ -120,7 +124,6 @@ class Rollout:
             group_size=parts[0].group_size,
             num_prompts_truncated=sum(r.num_prompts_truncated for r in parts),
             nonfinite_steps=sum(r.nonfinite_steps for r in parts),
-            extras={k: [v for r in parts for v in r.extras[k]] for k in parts[0].extras},
         )
 
 
@@ -225,6 +228,9 @@ def generate_rollouts(
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"sampling.top_p={top_p} must be in (0, 1]")
     device = model.device
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(f"the random generator is on {generator.device.type} but the model is on {device}; "
+                         "create it with torch.Generator(device=model.device)")
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id
 
@@ -309,7 +315,10 @@ def _eos_ids(model, tokenizer) -> torch.Tensor:
 
 
 def completion_logprobs(model, rollout: Rollout, rows: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """(n, C) log-probs of the completion tokens of `rows` under `model`, with gradients, prompts shared per group."""
+    """(n, C) log-probs of the completion tokens of `rows` under `model`, with gradients, prompts shared per group.
+
+    `rows` may be given on the host; they are moved to the rollout's device first."""
+    rows = rows.to(rollout.device)
     if getattr(model, "is_activation_checkpointing", False):  # checkpointing cannot carry a KV cache: one full pass
         mask = rollout.attention_mask[rows]
         logits = model(input_ids=rollout.input_ids[rows], attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0),

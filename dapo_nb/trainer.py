@@ -39,7 +39,8 @@ from .config import Config, from_dict, load_config, to_dict
 from .data import load_prompts, render_prompts
 from .generate import Rollout, completion_logprobs, generate_rollouts
 from .models import policy_from_config
-from .rewards import MultiObjectiveReward
+from .rewards import MultiObjectiveReward, RewardBatch
+from .scored import ScoredRollout
 
 
 def reward_from_config(cfg: Config) -> MultiObjectiveReward:
@@ -91,8 +92,9 @@ class Trainer:
 
         params = [p for p in self.model.parameters() if p.requires_grad]
         # fused: one kernel for all parameters (CPU and CUDA); the per-tensor loop took ~15% of an update on CPU
+        fused = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
         self.optimizer = torch.optim.AdamW(params, lr=cfg.ppo.learning_rate, weight_decay=cfg.ppo.weight_decay,
-                                           fused=all(p.dtype.is_floating_point for p in params))
+                                           fused=fused or None)
         warmup = cfg.ppo.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup else 1.0)
@@ -132,8 +134,8 @@ class Trainer:
     # ------------------------------------------------------------------------
     # 1-2. Rollouts, rewards, dynamic sampling
 
-    def sample(self, indices: list[int]) -> tuple[Rollout, torch.Tensor, dict]:
-        """Generate and score G completions for the given prompts; returns rollout, scalar scores (N,), reward batch."""
+    def sample(self, indices: list[int]) -> tuple[ScoredRollout, RewardBatch]:
+        """Generate and score G completions for the given prompts: the rollout on the device, rewards on the host."""
         cfg = self.cfg
         rollout = generate_rollouts(
             self.model, self.tokenizer, [self.prompts[i] for i in indices], group_size=cfg.dapo.group_size,
@@ -141,121 +143,127 @@ class Trainer:
             do_sample=cfg.sampling.do_sample, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
             top_k=cfg.sampling.top_k, generator=self.generator,
         )
-        rows = [self.examples[indices[g]] for g in rollout.group_ids.tolist()]
-        scored = self.reward.score(
+        group_ids = rollout.group_ids.tolist()
+        rows = [self.examples[indices[g]] for g in group_ids]
+        reward = self.reward.score(
             rollout.completion_texts, [ex.ground_truth for ex in rows], prompts=[ex.prompt for ex in rows],
-            group_ids=rollout.group_ids.tolist(), num_tokens=rollout.lengths.tolist(), step=self.step + 1,
+            group_ids=group_ids, num_tokens=rollout.lengths.tolist(), step=self.step + 1,
             infos=[{"qid": ex.qid, "data_source": ex.data_source, **ex.extra} for ex in rows],
         )
-        rollout.extras = {"qid": [ex.qid for ex in rows], "question": [question_text(ex) for ex in rows],
-                          "ground_truth": [ex.ground_truth for ex in rows]}
-        for name, values in scored.objectives.items():
-            rollout.extras[f"objective/{name}"] = values
-        rollout.extras["score"] = scored.scores
-        rollout.extras["valid"] = scored.valid
-        return rollout, torch.tensor(scored.scores, dtype=torch.float32), scored
+        return ScoredRollout.of(rollout, reward, rows), reward
 
-    def collect(self) -> tuple[Rollout | None, dict]:
-        """Sample until ppo.batch_size groups with signal are kept (DAPO dynamic sampling); returns batch and stats."""
+    def collect(self) -> tuple[ScoredRollout | None, dict]:
+        """Sample until ppo.batch_size groups with signal are kept (DAPO dynamic sampling); returns batch and stats.
+
+        All selection happens on the host (ScoredRollout's group ids, scores, objectives)."""
         cfg = self.cfg
         want = cfg.ppo.batch_size
         per_batch = cfg.dapo.gen_batch_size or want
         filtering = cfg.dapo.dynamic_sampling and not self.greedy
-        kept, have, seen, scored_batches = [], 0, [], []
+        kept: list[ScoredRollout] = []
+        seen: list[ScoredRollout] = []
+        rewards: list[RewardBatch] = []
+        have = 0
         stats = {"dynamic/groups_kept": 0, "dynamic/groups_dropped": 0, "dynamic/num_gen_batches": 0}
         for _ in range(cfg.dapo.max_gen_batches if filtering else 1):
             if self.stop_event.is_set() and kept:
                 break
-            rollout, scores, scored = self.sample(self._next_indices(per_batch))
+            scored, reward = self.sample(self._next_indices(per_batch))
             stats["dynamic/num_gen_batches"] += 1
-            seen.append(rollout)
-            scored_batches.append(scored)
-            valid = torch.tensor(scored.valid)
-            rollout = rollout.select(torch.nonzero(valid).flatten())  # on_error="drop" rows never train
+            seen.append(scored)
+            rewards.append(reward)
+            scored = scored.select(torch.nonzero(scored.valid).flatten())  # on_error="drop" rows never train
             if filtering:
-                metric = self._filter_metric(rollout)
-                signal_rows = dapo.groups_with_signal(metric, rollout.group_ids, cfg.dapo.filter_threshold)
+                signal = dapo.groups_with_signal(scored.metric(cfg.dapo.filter_metric), scored.group_ids,
+                                                 cfg.dapo.filter_threshold)  # (n,) host
             else:
-                signal_rows = torch.ones(len(rollout), dtype=torch.bool)
-            groups = rollout.group_ids[signal_rows].unique().tolist()[: want - have]
-            total_groups = rollout.group_ids.unique().numel()
+                signal = torch.ones(len(scored), dtype=torch.bool)
+            groups = scored.group_ids[signal].unique()[: want - have]  # (k,) host
             stats["dynamic/groups_kept"] += len(groups)
-            stats["dynamic/groups_dropped"] += total_groups - len(groups)
-            if groups:
-                kept.append(rollout.select(torch.nonzero(torch.isin(rollout.group_ids, torch.tensor(groups))).flatten()))
+            stats["dynamic/groups_dropped"] += scored.group_ids.unique().numel() - len(groups)
+            if len(groups):
+                kept.append(scored.select(scored.rows_of_groups(groups)))
                 have += len(groups)
             if have >= want:
                 break
         stats["dynamic/batch_filled"] = float(have >= want)
-        stats.update(self._generation_stats(seen, scored_batches))
-        batch = Rollout.concat(kept, self.tokenizer.pad_token_id) if kept else None
+        stats.update(self._generation_stats(seen, rewards))
+        batch = ScoredRollout.concat(kept, self.tokenizer.pad_token_id) if kept else None
         return batch, stats
 
-    def _filter_metric(self, rollout: Rollout) -> torch.Tensor:
-        name = self.cfg.dapo.filter_metric
-        key = "score" if name == "score" else f"objective/{name}"
-        if key not in rollout.extras:
-            known = [k.split("/", 1)[1] for k in rollout.extras if k.startswith("objective/")]
-            raise ValueError(f"dapo.filter_metric={name!r} is not an objective of this reward ({', '.join(known)}); "
-                             "set dapo.filter_metric=score or one of those")
-        return torch.tensor(rollout.extras[key], dtype=torch.float64)
-
-    def _generation_stats(self, seen: list[Rollout], scored_batches: list) -> dict:
-        """Reward and length metrics over every completion sampled this step (TRL's names)."""
+    def _generation_stats(self, seen: list[ScoredRollout], rewards: list[RewardBatch]) -> dict:
+        """Reward and length metrics over every completion sampled this step (TRL's names); host tensors only."""
         out: dict = {}
-        valid = [ok for b in scored_batches for ok in b.valid]
-        scores = torch.tensor([s for b in scored_batches for s in b.scores])[torch.tensor(valid)]
+        valid = torch.cat([s.valid for s in seen])
+        scores = torch.cat([s.scores for s in seen])[valid]
         out["reward"] = scores.mean().item() if len(scores) else math.nan
         out["reward_std"] = scores.std(unbiased=False).item() if len(scores) else math.nan
-        for name in scored_batches[0].objectives:
-            values = torch.tensor([v for b in scored_batches for v in b.objectives[name]])[torch.tensor(valid)]
+        for name in seen[0].objectives:
+            values = torch.cat([s.objectives[name] for s in seen])[valid]
             out[f"rewards/{name}/mean"] = values.mean().item() if len(values) else math.nan
-        out.update({f"weights/{k}": v for k, v in scored_batches[-1].weights.items()})
-        for b in scored_batches:
+        out.update({f"weights/{k}": v for k, v in rewards[-1].weights.items()})
+        for b in rewards:
             for kind, count in b.error_counts.items():
                 out[f"reward_errors/{kind}"] = out.get(f"reward_errors/{kind}", 0) + count
         # per row "my group's reward has zero std"; groups have G rows each, so the row mean is the group fraction
-        zero_std = [~dapo.groups_with_signal(torch.tensor(b.scores), r.group_ids) for r, b in zip(seen, scored_batches)]
+        zero_std = [~dapo.groups_with_signal(s.scores, s.group_ids) for s in seen]
         out["frac_reward_zero_std"] = torch.cat(zero_std).float().mean().item()
-        lengths = torch.cat([r.lengths for r in seen]).float()
+        lengths = torch.cat([s.rollout.lengths for s in seen]).float()
         out["completions/mean_length"] = lengths.mean().item()
         out["completions/min_length"] = lengths.min().item()
         out["completions/max_length"] = lengths.max().item()
-        out["completions/clipped_ratio"] = torch.cat([r.truncated for r in seen]).float().mean().item()
-        out["num_generated_tokens"] = int(lengths.sum())
-        out["prompts_truncated"] = sum(r.num_prompts_truncated for r in seen)
+        out["completions/clipped_ratio"] = torch.cat([s.rollout.truncated for s in seen]).float().mean().item()
+        out["num_generated_tokens"] = int(lengths.sum().item())
+        out["prompts_truncated"] = sum(s.rollout.num_prompts_truncated for s in seen)
         return out
 
     # ------------------------------------------------------------------------
     # 3. The update
 
-    def update(self, batch: Rollout, advantages: torch.Tensor) -> dict:
-        """ppo.epochs passes of mini-batch AdamW updates on one rollout batch; returns loss/clip/grad metrics."""
+    def advantages(self, batch: ScoredRollout) -> torch.Tensor:
+        """(N,) float32 host advantages of the batch's scalar rewards (group-relative; batch baseline when greedy)."""
+        std_scale = self.cfg.dapo.std_scale
+        if self.greedy:
+            return dapo.batch_baseline_advantages(batch.scores, std_scale if std_scale != "group" else "batch")
+        return dapo.group_advantages(batch.scores, batch.group_ids, std_scale)
+
+    def update(self, batch: ScoredRollout, advantages: torch.Tensor) -> dict:
+        """ppo.epochs passes of mini-batch AdamW updates on one rollout batch; returns loss/clip/grad metrics.
+
+        `advantages` (N,) may be on the host; mini-batches are chosen on the host and their rows copied to the
+        device once each."""
         cfg = self.cfg
-        mask = batch.completion_mask.float()  # (N, C)
+        rollout = batch.rollout
+        device = rollout.device
+        advantages = advantages.to(device)  # (N,)
+        mask = rollout.completion_mask.float()  # (N, C) device
         if cfg.dapo.overlong_filtering:
-            mask = dapo.overlong_filter_mask(mask, batch.truncated)
+            mask = dapo.overlong_filter_mask(mask, rollout.truncated)
+        tokens_per_row = mask.sum(-1).cpu()  # (N,) host: token counts for the loss denominators
         temperature = 1.0 if self.greedy else cfg.sampling.temperature
-        groups = batch.group_ids.unique()
+        groups = batch.group_ids.unique()  # host
         per_update = cfg.ppo.mini_batch_size or cfg.ppo.batch_size
+        shuffle = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + self.step)
         sums: dict[str, float] = {}
         updates = skipped = 0
         self.model.train()
         for epoch in range(cfg.ppo.epochs):
-            order = groups[torch.randperm(len(groups), generator=torch.Generator().manual_seed(self.step * 31 + epoch))]
+            order = groups[torch.randperm(len(groups), generator=shuffle)]
             for start in range(0, len(order), per_update):
-                rows = torch.nonzero(torch.isin(batch.group_ids, order[start : start + per_update])).flatten()
-                n_tokens, n_seqs = mask[rows].sum().item(), (mask[rows].sum(-1) > 0).sum().item()
+                host_rows = batch.rows_of_groups(order[start : start + per_update])
+                n_tokens = tokens_per_row[host_rows].sum().item()
+                n_seqs = (tokens_per_row[host_rows] > 0).sum().item()
                 if n_tokens == 0:
                     continue
+                rows = host_rows.to(device)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss_total, finite = 0.0, True
                 micro = cfg.ppo.micro_batch_size or len(rows)
                 for chunk in rows.split(micro):
-                    logp = completion_logprobs(self.model, batch, chunk, temperature)
-                    ref = self._reference_logprobs(batch, chunk, temperature) if cfg.dapo.beta > 0 else None
+                    logp = completion_logprobs(self.model, rollout, chunk, temperature)
+                    ref = self._reference_logprobs(rollout, chunk, temperature) if cfg.dapo.beta > 0 else None
                     loss, stats = dapo.dapo_loss(
-                        logp, batch.old_logprobs[chunk], advantages[chunk], mask[chunk], eps_low=cfg.dapo.eps_low,
+                        logp, rollout.old_logprobs[chunk], advantages[chunk], mask[chunk], eps_low=cfg.dapo.eps_low,
                         eps_high=cfg.dapo.eps_high, loss_agg=cfg.dapo.loss_agg, ref_logprobs=ref, beta=cfg.dapo.beta,
                         num_tokens_in_batch=n_tokens, num_seqs_in_batch=n_seqs)
                     if not torch.isfinite(loss):
@@ -268,8 +276,8 @@ class Trainer:
                         if k != "num_tokens":
                             sums[k] = sums.get(k, 0.0) + v * share
                 params = [p for p in self.model.parameters() if p.requires_grad]
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.ppo.max_grad_norm or float("inf"))
-                if not finite or not torch.isfinite(grad_norm):
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.ppo.max_grad_norm or float("inf")).item()
+                if not finite or not math.isfinite(grad_norm):
                     self.optimizer.zero_grad(set_to_none=True)  # parameters stay untouched
                     skipped += 1
                     continue
@@ -278,7 +286,7 @@ class Trainer:
                 self.scheduler.step()
                 updates += 1
                 sums["loss"] = sums.get("loss", 0.0) + loss_total
-                sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm.item()
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
         attempts = max(updates + skipped, 1)
         out = {k: v / attempts if k not in ("loss", "grad_norm") else v / max(updates, 1) for k, v in sums.items()}
         out.pop("policy_loss", None)
@@ -304,12 +312,10 @@ class Trainer:
         batch, metrics = self.collect()
         t1 = time.perf_counter()
         if batch is not None:
-            scores = torch.tensor(batch.extras["score"], dtype=torch.float32)
-            advantages = (dapo.batch_baseline_advantages(scores, cfg.dapo.std_scale if cfg.dapo.std_scale != "group" else "batch")
-                          if self.greedy else dapo.group_advantages(scores, batch.group_ids, cfg.dapo.std_scale))
+            advantages = self.advantages(batch)  # (N,) host
             metrics.update(self.update(batch, advantages))
-            mask = batch.completion_mask.bool()
-            metrics["entropy"] = batch.entropies[mask].mean().item() if mask.any() else math.nan
+            mask = batch.rollout.completion_mask.bool()
+            metrics["entropy"] = batch.rollout.entropies[mask].mean().item() if mask.any().item() else math.nan
             self._log_rollouts(batch, advantages)
         else:
             metrics.update({"optimizer_updates": 0, "skipped_updates": 0})
@@ -325,18 +331,21 @@ class Trainer:
             callback(metrics)
         return metrics
 
-    def _log_rollouts(self, batch: Rollout, advantages: torch.Tensor) -> None:
+    def _log_rollouts(self, batch: ScoredRollout, advantages: torch.Tensor) -> None:
         count = min(self.cfg.train.log_rollouts, len(batch))
         if not count:
             return
+        rollout = batch.rollout
+        lengths, truncated = rollout.lengths[:count].tolist(), rollout.truncated[:count].tolist()
         with open(self.output_dir / "rollouts.jsonl", "a") as f:
             for i in range(count):
-                objectives = {k.split("/", 1)[1]: v[i] for k, v in batch.extras.items() if k.startswith("objective/")}
+                ex = batch.examples[i]
                 f.write(json.dumps({
-                    "step": self.step + 1, "qid": batch.extras["qid"][i], "prompt": batch.extras["question"][i],
-                    "completion": batch.completion_texts[i], "ground_truth": batch.extras["ground_truth"][i],
-                    "objectives": objectives, "score": batch.extras["score"][i], "advantage": advantages[i].item(),
-                    "length": int(batch.lengths[i]), "truncated": bool(batch.truncated[i]),
+                    "step": self.step + 1, "qid": ex.qid, "prompt": question_text(ex),
+                    "completion": rollout.completion_texts[i], "ground_truth": ex.ground_truth,
+                    "objectives": {k: v[i].item() for k, v in batch.objectives.items()},
+                    "score": batch.scores[i].item(), "advantage": advantages[i].item(),
+                    "length": int(lengths[i]), "truncated": bool(truncated[i]),
                 }) + "\n")
 
     def train(self, steps: int | None = None) -> list[dict]:

@@ -30,7 +30,7 @@ def teacher_forced_logprobs(model, rollout: Rollout) -> torch.Tensor:
 
 def test_shapes_masks_and_groups(tiny_policy):
     model, tok = tiny_policy
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator(model.device).manual_seed(0)
     r = generate_rollouts(model, tok, render(tok, PROMPTS), group_size=4, max_new_tokens=12, generator=g)
     n = len(PROMPTS) * 4
     assert r.completion_ids.shape[0] == n == len(r.completion_texts) == len(r.prompt_texts)
@@ -53,14 +53,14 @@ def test_shapes_masks_and_groups(tiny_policy):
 def test_behaviour_logprobs_match_a_teacher_forced_pass(tiny_policy):
     model, tok = tiny_policy
     r = generate_rollouts(model, tok, render(tok, PROMPTS), group_size=2, max_new_tokens=10,
-                          generator=torch.Generator().manual_seed(1))
+                          generator=torch.Generator(model.device).manual_seed(1))
     torch.testing.assert_close(r.old_logprobs, teacher_forced_logprobs(model, r), atol=1e-4, rtol=1e-4)
 
 
 def test_temperature_scales_behaviour_logprobs(tiny_policy):
     model, tok = tiny_policy
     r = generate_rollouts(model, tok, render(tok, PROMPTS[:1]), group_size=2, max_new_tokens=6, temperature=2.0,
-                          generator=torch.Generator().manual_seed(2))
+                          generator=torch.Generator(model.device).manual_seed(2))
     plain = teacher_forced_logprobs(model, r)
     assert not torch.allclose(plain, r.old_logprobs, atol=1e-3)  # log-probs are of logits / T, not of the raw logits
 
@@ -81,8 +81,8 @@ def test_greedy_matches_hf_generate(tiny_policy):
 def test_seeded_sampling_is_reproducible_and_varies(tiny_policy):
     model, tok = tiny_policy
     prompts = render(tok, PROMPTS[:2])
-    a = generate_rollouts(model, tok, prompts, group_size=4, max_new_tokens=8, generator=torch.Generator().manual_seed(5))
-    b = generate_rollouts(model, tok, prompts, group_size=4, max_new_tokens=8, generator=torch.Generator().manual_seed(5))
+    a = generate_rollouts(model, tok, prompts, group_size=4, max_new_tokens=8, generator=torch.Generator(model.device).manual_seed(5))
+    b = generate_rollouts(model, tok, prompts, group_size=4, max_new_tokens=8, generator=torch.Generator(model.device).manual_seed(5))
     assert torch.equal(a.completion_ids, b.completion_ids)
     assert len(set(a.completion_texts[:4])) > 1  # a random tiny model samples different completions in a group
 
@@ -101,15 +101,15 @@ def test_top_k_one_is_greedy(tiny_policy):
     model, tok = tiny_policy
     prompts = render(tok, PROMPTS[:1])
     greedy = generate_rollouts(model, tok, prompts, max_new_tokens=8, do_sample=False)
-    topk = generate_rollouts(model, tok, prompts, max_new_tokens=8, top_k=1, generator=torch.Generator().manual_seed(0))
+    topk = generate_rollouts(model, tok, prompts, max_new_tokens=8, top_k=1, generator=torch.Generator(model.device).manual_seed(0))
     assert torch.equal(greedy.completion_ids, topk.completion_ids)
 
 
 def test_select_and_concat_keep_rows_aligned(tiny_policy):
     model, tok = tiny_policy
     prompts = render(tok, PROMPTS)
-    a = generate_rollouts(model, tok, prompts[:1], group_size=2, max_new_tokens=5, generator=torch.Generator().manual_seed(0))
-    b = generate_rollouts(model, tok, prompts[1:], group_size=2, max_new_tokens=9, generator=torch.Generator().manual_seed(1))
+    a = generate_rollouts(model, tok, prompts[:1], group_size=2, max_new_tokens=5, generator=torch.Generator(model.device).manual_seed(0))
+    b = generate_rollouts(model, tok, prompts[1:], group_size=2, max_new_tokens=9, generator=torch.Generator(model.device).manual_seed(1))
     both = Rollout.concat([a, b.select([2, 3])], pad_token_id=tok.pad_token_id)
     assert both.group_ids.tolist() == [0, 0, 1, 1]
     assert both.completion_texts == a.completion_texts + b.completion_texts[2:]
@@ -119,7 +119,7 @@ def test_select_and_concat_keep_rows_aligned(tiny_policy):
 def test_shared_prefix_logprobs_equal_full_passes_with_gradients(tiny_policy):
     model, tok = tiny_policy
     r = generate_rollouts(model, tok, render(tok, PROMPTS), group_size=3, max_new_tokens=7,
-                          generator=torch.Generator().manual_seed(3))
+                          generator=torch.Generator(model.device).manual_seed(3))
     rows = torch.tensor([0, 1, 4, 6, 7, 8])  # whole and partial groups, out of the middle of the batch
     weights = torch.randn(len(rows), r.completion_ids.shape[1])
 
@@ -176,12 +176,12 @@ def test_generation_with_nan_weights_ends_cleanly(tiny_model_dir):
         model.lm_head.weight[5:50] = float("nan")  # some logits NaN at every step
         model.lm_head.weight[60] = float("inf")
     r = generate_rollouts(model, tok, render(tok, PROMPTS[:2]), group_size=2, max_new_tokens=6,
-                          generator=torch.Generator().manual_seed(0))
+                          generator=torch.Generator(model.device).manual_seed(0))
     assert torch.isfinite(r.old_logprobs).all()
     assert all(0 < n <= 6 for n in r.lengths.tolist())
     with torch.no_grad():
         model.lm_head.weight[:] = float("nan")  # nothing finite at all: every row stops at EOS at once
-    r = generate_rollouts(model, tok, render(tok, PROMPTS[:2]), max_new_tokens=6, generator=torch.Generator().manual_seed(0))
+    r = generate_rollouts(model, tok, render(tok, PROMPTS[:2]), max_new_tokens=6, generator=torch.Generator(model.device).manual_seed(0))
     assert r.lengths.tolist() == [1, 1] and r.nonfinite_steps == 2 and not r.truncated.any()
 
 
@@ -200,8 +200,8 @@ def test_activation_checkpointing_path_gives_the_same_logprobs(tiny_model_dir):
     plain, tok = load_policy(str(tiny_model_dir))
     checkpointed, _ = load_policy(str(tiny_model_dir), gradient_checkpointing=True)
     r = generate_rollouts(plain, tok, render(tok, PROMPTS[:2]), group_size=2, max_new_tokens=5,
-                          generator=torch.Generator().manual_seed(0))
-    rows = torch.arange(len(r))
+                          generator=torch.Generator(plain.device).manual_seed(0))
+    rows = torch.arange(len(r), device=plain.device)
     checkpointed.train()
     a = completion_logprobs(plain, r, rows) * r.completion_mask
     b = completion_logprobs(checkpointed, r, rows) * r.completion_mask
