@@ -51,6 +51,8 @@ class ModelConfig:
     dtype: str = "auto"  # used when force_float32=false: auto (bf16 on capable GPUs) | float32 | bfloat16 | float16
     device_map: str | None = None  # `auto` shards one model across visible GPUs (model parallel, as in the seed)
     gradient_checkpointing: bool = False  # trade compute for activation memory in the update pass
+    autocast: str = "none"  # none | bf16: rollouts and update forward passes under bf16 autocast, weights and optimizer
+    #                         stay in their dtype, log-softmax in float32; metric logprobs/update_vs_rollout_abs_diff shows the cost
     trust_remote_code: bool = False  # allow custom model code from the hub
     lora: LoraConfig = field(default_factory=LoraConfig)
 
@@ -163,6 +165,7 @@ class Config:
         _choice("backend", self.backend, ["dapo_nb", "trl"])
         _choice("trl.vllm_mode", self.trl.vllm_mode, ["colocate", "server"])
         _choice("model.dtype", self.model.dtype, ["auto", "float32", "bfloat16", "float16"])
+        _choice("model.autocast", self.model.autocast, ["none", "bf16"])
         _choice("dapo.loss_agg", self.dapo.loss_agg, ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
         _choice("dapo.std_scale", self.dapo.std_scale, ["group", "batch", "none"])
         _choice("reward.scalarizer", self.reward.scalarizer, ["weighted_sum", "tchebycheff", "smooth_tchebycheff"])

@@ -36,6 +36,8 @@ Where it departs from the paper (or fills in what it leaves open):
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 
@@ -191,6 +193,102 @@ class _TokenLogprobs(torch.autograd.Function):
             probs = (_scaled_row(row, ctx.temperature) - lse[b].unsqueeze(-1)).exp_()  # (T, V) softmax
             grad[b] = probs.mul_(-g).scatter_add_(-1, targets[b].unsqueeze(-1), g)
         return grad, None, None
+
+
+def full_precision(device: torch.device):
+    """A context without autocast on `device`: the head's matmul and log-softmax run in float32 under bf16 autocast."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def linear_token_logprobs(hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float = 1.0,
+                          max_chunk_bytes: int = 1 << 28) -> Tensor:
+    """log softmax(hidden @ weight.T / temperature)[target] per position, fused with the output layer (lm_head).
+
+    Shapes: hidden (B, T, H), weight (V, H), targets (B, T) -> (B, T) float32. The (B, T, V) logits never exist at
+    once: they are computed in float32 for chunks of positions of at most `max_chunk_bytes` each, and recomputed
+    chunk by chunk in the backward pass (the gradient of `hidden` and `weight` is accumulated per chunk). When all
+    the logits fit in one chunk they are kept from the forward pass instead of being recomputed, so small CPU batches
+    pay nothing extra. Peak memory above the inputs: about 3 chunks, whatever B x T is.
+    """
+    if hidden.dim() != 3 or weight.dim() != 2 or hidden.shape[-1] != weight.shape[-1]:
+        raise DapoInputError(f"hidden must be (B, T, H) and weight (V, H); got {tuple(hidden.shape)} and {tuple(weight.shape)}")
+    _check_shape("targets", targets, tuple(hidden.shape[:2]), "one token id per hidden position (B, T)")
+    if temperature <= 0:
+        raise DapoInputError(f"temperature={temperature} must be > 0 (use the sampling temperature of the rollout)")
+    vocab = weight.shape[0]
+    if targets.numel() and (targets.min() < 0 or targets.max() >= vocab):
+        raise DapoInputError(f"targets hold ids outside [0, {vocab}); put the pad token at padding positions")
+    rows_per_chunk = max(1, max_chunk_bytes // (4 * vocab))
+    hidden_flat = hidden.reshape(-1, hidden.shape[-1])  # (M, H), M = B * T
+    backward_follows = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    keep_logits = backward_follows and hidden_flat.shape[0] <= rows_per_chunk
+    flat = _LinearTokenLogprobs.apply(hidden_flat, weight, targets.reshape(-1).long(), float(temperature),
+                                      rows_per_chunk, keep_logits)  # (M,)
+    return flat.view(hidden.shape[:2])
+
+
+class _LinearTokenLogprobs(torch.autograd.Function):
+    """Chunked, fused lm_head + log-softmax + gather; see `linear_token_logprobs`. Inputs flattened: (M, H), (V, H), (M,)."""
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float, rows_per_chunk: int,
+                keep_logits: bool) -> Tensor:
+        with full_precision(hidden.device):
+            return _LinearTokenLogprobs._forward(ctx, hidden, weight, targets, temperature, rows_per_chunk, keep_logits)
+
+    @staticmethod
+    def _forward(ctx, hidden, weight, targets, temperature, rows_per_chunk, keep_logits) -> Tensor:
+        weight32 = weight.float()  # (V, H)
+        out = hidden.new_empty(hidden.shape[0], dtype=torch.float32)  # (M,)
+        lse = hidden.new_empty(hidden.shape[0], dtype=torch.float32)  # (M,)
+        kept = []
+        for start in range(0, hidden.shape[0], rows_per_chunk):
+            rows = slice(start, start + rows_per_chunk)
+            logits = hidden[rows].float() @ weight32.T  # (m, V)
+            if temperature != 1.0:
+                logits /= temperature
+            lse[rows] = torch.logsumexp(logits, dim=-1)
+            out[rows] = logits.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1) - lse[rows]
+            if keep_logits:
+                kept.append(logits)
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.kept = kept
+        ctx.temperature, ctx.rows_per_chunk = temperature, rows_per_chunk
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        with full_precision(grad_out.device):
+            return _LinearTokenLogprobs._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out: Tensor):
+        hidden, weight, targets, lse = ctx.saved_tensors
+        want_hidden, want_weight = ctx.needs_input_grad[:2]
+        weight32 = weight.float()
+        grad_hidden = torch.zeros_like(hidden) if want_hidden else None  # (M, H)
+        grad_weight = torch.zeros_like(weight32) if want_weight else None  # (V, H) float32 accumulator
+        for i, start in enumerate(range(0, hidden.shape[0], ctx.rows_per_chunk)):
+            rows = slice(start, start + ctx.rows_per_chunk)
+            h = hidden[rows].float()  # (m, H)
+            if ctx.kept:
+                logits = ctx.kept[i]
+            else:
+                logits = h @ weight32.T  # (m, V) recomputed
+                if ctx.temperature != 1.0:
+                    logits /= ctx.temperature
+            g = (grad_out[rows].float() / ctx.temperature).unsqueeze(-1)  # (m, 1)
+            # d out / d logits = onehot(target) - softmax, times g / temperature
+            grad_logits = (logits - lse[rows].unsqueeze(-1)).exp_().mul_(-g).scatter_add_(-1, targets[rows].unsqueeze(-1), g)
+            if want_hidden:
+                grad_hidden[rows] = (grad_logits @ weight32).to(hidden.dtype)
+            if want_weight:
+                grad_weight.addmm_(grad_logits.T, h)
+        ctx.kept = []
+        return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None, None, None
 
 
 @torch.no_grad()

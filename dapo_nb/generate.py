@@ -29,12 +29,13 @@ with gradients (`completion_logprobs`). The result is exactly that of G separate
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass, fields
 
 import torch
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
-from .dapo import token_logprobs
+from .dapo import full_precision, linear_token_logprobs, token_logprobs
 
 # ----------------------------------------------------------------------------
 # The rollout container
@@ -317,33 +318,83 @@ def _eos_ids(model, tokenizer) -> torch.Tensor:
 def completion_logprobs(model, rollout: Rollout, rows: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """(n, C) log-probs of the completion tokens of `rows` under `model`, with gradients, prompts shared per group.
 
-    `rows` may be given on the host; they are moved to the rollout's device first."""
+    `rows` may be given on the host; they are moved to the rollout's device first. Where the model's output layer is
+    a plain linear map (`fused_output_head`), the decoder's hidden states go to `dapo.linear_token_logprobs`, which
+    never holds the (n, C, V) logits at once; otherwise the model's own logits go to `dapo.token_logprobs`."""
     rows = rows.to(rollout.device)
+    head = fused_output_head(model)
+    completion_ids = rollout.completion_ids[rows]  # (n, C)
     if getattr(model, "is_activation_checkpointing", False):  # checkpointing cannot carry a KV cache: one full pass
         mask = rollout.attention_mask[rows]
-        logits = model(input_ids=rollout.input_ids[rows], attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0),
-                       logits_to_keep=rollout.completion_ids.shape[1] + 1).logits[:, :-1]  # (n, C, V)
-        return token_logprobs(logits, rollout.completion_ids[rows], temperature)
+        states, _ = _run(model, head, keep_last=completion_ids.shape[1] + 1, input_ids=rollout.input_ids[rows],
+                         attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0))
+        return _logprobs_of(states[:, :-1], head, completion_ids, temperature)
     groups, inverse = rollout.group_ids[rows].unique(return_inverse=True)  # (g,), (n,)
     first = torch.zeros(len(groups), dtype=torch.long, device=rows.device).scatter_reduce(
         0, inverse, torch.arange(len(rows), device=rows.device), "amin", include_self=False)  # a row of each group
     prompt_ids, prompt_mask = rollout.prompt_ids[rows[first]], rollout.prompt_mask[rows[first]]  # (g, P)
     positions = (prompt_mask.cumsum(-1) - 1).clamp_min(0)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    first_logits = out.logits[inverse]  # (n, 1, V): the last prompt position predicts completion token 0
-    completion_ids = rollout.completion_ids[rows]  # (n, C)
+    prompt_states, cache = _run(model, head, keep_last=1, input_ids=prompt_ids, attention_mask=prompt_mask,
+                                position_ids=positions, use_cache=True)
+    states = prompt_states[inverse]  # (n, 1, V or H): the last prompt position predicts completion token 0
     if completion_ids.shape[1] > 1:
         # (g, ...) -> (n, ...): each row gets its group's prompt KV. A one-hot matmul rather than indexing, so the
         # backward pass sums the G copies' gradients in a fixed order (indexing accumulates in thread order on CPU)
-        onehot = torch.nn.functional.one_hot(inverse, len(groups)).to(out.logits.dtype)  # (n, g)
-        for layer in out.cache.layers:
+        for layer in cache.layers:
+            onehot = torch.nn.functional.one_hot(inverse, len(groups)).to(layer.keys.dtype)  # (n, g)
             layer.keys = torch.einsum("ng,g...->n...", onehot, layer.keys)
             layer.values = torch.einsum("ng,g...->n...", onehot, layer.values)
         mask = torch.cat([prompt_mask[inverse], rollout.completion_mask[rows]], dim=1)[:, :-1]  # (n, P + C - 1)
         steps = torch.arange(1, completion_ids.shape[1], device=rows.device)
-        rest = model(input_ids=completion_ids[:, :-1], attention_mask=mask, position_ids=positions[inverse, -1:] + steps,
-                     cache=out.cache, use_cache=True).logits  # (n, C - 1, V)
-        logits = torch.cat([first_logits, rest], dim=1)  # (n, C, V)
-    else:
-        logits = first_logits
-    return token_logprobs(logits, completion_ids, temperature)
+        rest, _ = _run(model, head, input_ids=completion_ids[:, :-1], attention_mask=mask,
+                       position_ids=positions[inverse, -1:] + steps, cache=cache, use_cache=True)  # (n, C - 1, ...)
+        states = torch.cat([states, rest], dim=1)  # (n, C, V or H)
+    return _logprobs_of(states, head, completion_ids, temperature)
+
+
+def _run(model, head, *, keep_last: int = 0, **inputs):
+    """One forward pass: (hidden states when `head` is fused, else logits; the cache); the last `keep_last` positions."""
+    if head is None:
+        out = model(**inputs, logits_to_keep=keep_last)
+        return out.logits, out.cache
+    out = model.get_decoder()(**inputs)
+    states = out.last_hidden_state
+    return (states[:, -keep_last:] if keep_last else states), out.cache
+
+
+def _logprobs_of(states: torch.Tensor, head, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    if head is None:
+        return token_logprobs(states, targets, temperature)  # states are (n, C, V) logits
+    return linear_token_logprobs(states, head.weight, targets, temperature)  # states are (n, C, H) hidden states
+
+
+# config keys of models whose logits are not plain `hidden @ W.T` (soft-capping, scaling): never fused
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+_FUSABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> verdict of fused_output_head's check
+
+
+def fused_output_head(model) -> torch.nn.Linear | None:
+    """The model's output layer when logits are exactly `decoder(x) @ lm_head.weight.T`, else None.
+
+    The head must be a bias-free nn.Linear (a LoRA-wrapped head is not), the config must not name a logit transform
+    (Gemma 2's soft-capping, Cohere's and Granite's scales), and on a 3-token input the decoder + head must give the
+    model's own logits (checked once per model, for architectures that transform logits in ways we do not list).
+    Anything else keeps the unfused path."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if type(head) is not torch.nn.Linear or head.bias is not None or not hasattr(model, "get_decoder"):
+        return None
+    config = getattr(model, "config", None)
+    if any(getattr(config, key, None) not in (None, 1, 1.0) for key in _LOGIT_TRANSFORMS):
+        return None
+    if model not in _FUSABLE:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), full_precision(head.weight.device):
+                ids = torch.arange(3, device=head.weight.device)[None]
+                reference = model(input_ids=ids).logits.float()
+                ours = model.get_decoder()(input_ids=ids).last_hidden_state.float() @ head.weight.float().T
+            _FUSABLE[model] = torch.allclose(reference, ours, rtol=1e-4, atol=1e-5)
+        finally:
+            model.train(was_training)
+    return head if _FUSABLE[model] else None

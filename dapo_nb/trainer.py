@@ -20,6 +20,7 @@ gradient norm is not finite is skipped with parameters untouched (`skipped_updat
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -35,7 +36,7 @@ from tqdm.auto import tqdm
 
 from . import dapo
 from .checkpoint import latest_checkpoint, latest_trl_checkpoint, load_trainer_state, save_checkpoint
-from .config import Config, from_dict, load_config, to_dict
+from .config import Config, ConfigError, from_dict, load_config, to_dict
 from .data import load_prompts, render_prompts
 from .generate import Rollout, completion_logprobs, generate_rollouts
 from .models import policy_from_config
@@ -134,15 +135,25 @@ class Trainer:
     # ------------------------------------------------------------------------
     # 1-2. Rollouts, rewards, dynamic sampling
 
+    def autocast(self):
+        """bf16 autocast around rollouts and update forward passes when model.autocast=bf16, else nothing."""
+        if self.cfg.model.autocast == "none":
+            return contextlib.nullcontext()
+        device = self.model.device.type
+        if not torch.amp.is_autocast_available(device):
+            raise ConfigError(f"model.autocast={self.cfg.model.autocast}: torch has no autocast on {device}; set model.autocast=none")
+        return torch.autocast(device, dtype=torch.bfloat16)
+
     def sample(self, indices: list[int]) -> tuple[ScoredRollout, RewardBatch]:
         """Generate and score G completions for the given prompts: the rollout on the device, rewards on the host."""
         cfg = self.cfg
-        rollout = generate_rollouts(
-            self.model, self.tokenizer, [self.prompts[i] for i in indices], group_size=cfg.dapo.group_size,
-            max_new_tokens=cfg.sampling.max_new_tokens, context_max_len=cfg.sampling.context_max_len,
-            do_sample=cfg.sampling.do_sample, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
-            top_k=cfg.sampling.top_k, generator=self.generator,
-        )
+        with self.autocast():
+            rollout = generate_rollouts(
+                self.model, self.tokenizer, [self.prompts[i] for i in indices], group_size=cfg.dapo.group_size,
+                max_new_tokens=cfg.sampling.max_new_tokens, context_max_len=cfg.sampling.context_max_len,
+                do_sample=cfg.sampling.do_sample, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
+                top_k=cfg.sampling.top_k, generator=self.generator,
+            )
         group_ids = rollout.group_ids.tolist()
         rows = [self.examples[indices[g]] for g in group_ids]
         reward = self.reward.score(
@@ -246,6 +257,7 @@ class Trainer:
         shuffle = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + self.step)
         sums: dict[str, float] = {}
         updates = skipped = 0
+        gap_sum = gap_tokens = 0.0  # |update log-prob - rollout log-prob| before the first optimizer step
         self.model.train()
         for epoch in range(cfg.ppo.epochs):
             order = groups[torch.randperm(len(groups), generator=shuffle)]
@@ -260,8 +272,12 @@ class Trainer:
                 loss_total, finite = 0.0, True
                 micro = cfg.ppo.micro_batch_size or len(rows)
                 for chunk in rows.split(micro):
-                    logp = completion_logprobs(self.model, rollout, chunk, temperature)
-                    ref = self._reference_logprobs(rollout, chunk, temperature) if cfg.dapo.beta > 0 else None
+                    with self.autocast():
+                        logp = completion_logprobs(self.model, rollout, chunk, temperature)  # (n, C)
+                        ref = self._reference_logprobs(rollout, chunk, temperature) if cfg.dapo.beta > 0 else None
+                    if updates == skipped == 0:  # the policy still is the rollout's: any gap is numerics
+                        gap_sum += ((logp.detach() - rollout.old_logprobs[chunk]).abs() * mask[chunk]).sum().item()
+                        gap_tokens += mask[chunk].sum().item()
                     loss, stats = dapo.dapo_loss(
                         logp, rollout.old_logprobs[chunk], advantages[chunk], mask[chunk], eps_low=cfg.dapo.eps_low,
                         eps_high=cfg.dapo.eps_high, loss_agg=cfg.dapo.loss_agg, ref_logprobs=ref, beta=cfg.dapo.beta,
@@ -290,6 +306,8 @@ class Trainer:
         attempts = max(updates + skipped, 1)
         out = {k: v / attempts if k not in ("loss", "grad_norm") else v / max(updates, 1) for k, v in sums.items()}
         out.pop("policy_loss", None)
+        if gap_tokens:
+            out["logprobs/update_vs_rollout_abs_diff"] = gap_sum / gap_tokens
         out.update({"optimizer_updates": updates, "skipped_updates": skipped,
                     "learning_rate": self.scheduler.get_last_lr()[0]})
         return out

@@ -122,6 +122,9 @@ class SimulatedAccelerator(TorchDispatchMode):
         self._python_checks = _PythonLevelChecks()
         self._python_checks.__enter__()
         torch.Generator = _GeneratorFactory
+        # module.to(device) swaps each parameter's contents in place, as on CUDA, so tied weights stay tied
+        self._swap = torch.__future__.get_swap_module_params_on_conversion()
+        torch.__future__.set_swap_module_params_on_conversion(True)
         super().__enter__()
         return DEVICE
 
@@ -130,6 +133,7 @@ class SimulatedAccelerator(TorchDispatchMode):
             return super().__exit__(*exc)
         finally:
             torch.Generator = _RealGenerator
+            torch.__future__.set_swap_module_params_on_conversion(self._swap)
             self._python_checks.__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from dapo_nb.dapo import (
     DapoInputError,
@@ -13,6 +14,7 @@ from dapo_nb.dapo import (
     dapo_loss,
     group_advantages,
     groups_with_signal,
+    linear_token_logprobs,
     masked_mean,
     overlong_filter_mask,
     token_entropy,
@@ -153,6 +155,45 @@ def test_token_logprobs_bf16_logits_give_float32_and_bad_targets_fail():
         token_logprobs(logits, torch.full((2, 4), -100))
     with pytest.raises(DapoInputError, match="targets has shape"):
         token_logprobs(logits, targets[:, :3])
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the element count of the largest tensor any op produces."""
+
+    largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 28, 4 * 50 * 4], ids=["logits-kept", "chunks-of-4-positions"])
+def test_fused_head_logprobs_match_the_plain_head_and_never_hold_all_logits(chunk_bytes):
+    gen = torch.Generator().manual_seed(3)
+    hidden = torch.randn(3, 5, 8, generator=gen, requires_grad=True)  # (B, T, H)
+    weight = torch.randn(50, 8, generator=gen, requires_grad=True)  # (V, H)
+    targets = torch.randint(0, 50, (3, 5), generator=gen)
+    upstream = torch.randn(3, 5, generator=gen)
+    for temperature in (1.0, 0.7):
+        with LargestTensor() as seen:
+            ours = linear_token_logprobs(hidden, weight, targets, temperature, max_chunk_bytes=chunk_bytes)
+            grads = torch.autograd.grad((ours * upstream).sum(), (hidden, weight))
+        ref = torch.log_softmax(hidden @ weight.T / temperature, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        ref_grads = torch.autograd.grad((ref * upstream).sum(), (hidden, weight))
+        torch.testing.assert_close(ours, ref)
+        for got, want in zip(grads, ref_grads):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+        if chunk_bytes < 1 << 28:  # the largest tensors are the (50, 8) weight and its gradient, never 15 x 50 logits
+            assert seen.largest == 50 * 8 < 15 * 50
+    with torch.no_grad():  # reference log-probs: no gradient, nothing kept
+        assert linear_token_logprobs(hidden, weight, targets).shape == (3, 5)
+    bf16 = linear_token_logprobs(hidden.detach().bfloat16().requires_grad_(), weight.detach().bfloat16(), targets)
+    assert bf16.dtype == torch.float32
+    with pytest.raises(DapoInputError, match="outside"):
+        linear_token_logprobs(hidden, weight, torch.full((3, 5), 50))
 
 
 def test_token_entropy_against_reference_uniform_and_masked_vocab():

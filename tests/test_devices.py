@@ -68,6 +68,11 @@ def test_the_simulation_runs_real_numbers(accelerator):
     torch.testing.assert_close(x.grad.cpu(), torch.func.grad(lambda t: t.softmax(-1)[:, 0].sum() * 2)(x.detach().cpu()))
     with pytest.raises(DeviceMismatch, match="numpy"):
         x.detach().numpy()
+    tied = torch.nn.Linear(3, 5, bias=False)
+    model = torch.nn.ModuleDict({"embed": torch.nn.Embedding(5, 3), "head": tied})
+    model.embed.weight = tied.weight
+    model.to(accelerator)
+    assert model.embed.weight is model.head.weight and isinstance(model.head.weight, DeviceTensor)
 
 
 # ----------------------------------------------------------------------------------------------------------------

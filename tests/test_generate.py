@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from dapo_nb.generate import Rollout, completion_logprobs, generate_rollouts, sample_next_token, sanitize_logits
+from dapo_nb.generate import (Rollout, completion_logprobs, fused_output_head, generate_rollouts, sample_next_token,
+                              sanitize_logits)
 
 PROMPTS = ["What is 2 + 3?", "Name a colour.", "Count to three, please, slowly and carefully."]
 
@@ -133,11 +134,31 @@ def test_shared_prefix_logprobs_equal_full_passes_with_gradients(tiny_policy):
         sub = r.select(rows)
         return teacher_forced_logprobs_with_grad(model, sub)
 
+    assert fused_output_head(model) is model.lm_head  # the fused, chunked head path is the one under test
     shared, g_shared = grads(lambda: completion_logprobs(model, r, rows) * r.completion_mask[rows])
     reference, g_ref = grads(full)
     torch.testing.assert_close(shared, reference, atol=1e-5, rtol=1e-4)
     for a, b in zip(g_shared, g_ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_a_model_that_soft_caps_its_logits_keeps_the_unfused_head():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Gemma2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          num_key_value_heads=1, head_dim=8, final_logit_softcapping=2.0)
+    assert fused_output_head(Gemma2ForCausalLM(config)) is None
+    config.final_logit_softcapping = None
+    assert fused_output_head(Gemma2ForCausalLM(config)) is not None
+
+    class ScaledLogits(Gemma2ForCausalLM):  # a transform no config key names: caught by the numeric check
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 2
+            return out
+
+    assert fused_output_head(ScaledLogits(config)) is None
 
 
 def teacher_forced_logprobs_with_grad(model, rollout: Rollout) -> torch.Tensor:

@@ -191,3 +191,11 @@ def test_time_budget_stops_after_the_running_step(tmp_path, train_file, model_di
     trainer.train()
     assert trainer.step == 1  # the first step starts before the budget is spent; no second one
     assert latest_checkpoint(tmp_path / "ckpt" / "t").name == "step-1"
+
+
+def test_bf16_autocast_runs_and_reports_the_rollout_update_gap(tmp_path, train_file, model_dir):
+    exact = Trainer(make_cfg(tmp_path, train_file, "train.total_steps=1")).train_step()
+    assert exact["logprobs/update_vs_rollout_abs_diff"] < 1e-4  # float32 both times: the same numbers
+    mixed = Trainer(make_cfg(tmp_path, train_file, "train.total_steps=1", "model.autocast=bf16",
+                             f"train.output_dir={tmp_path / 'bf16'}")).train_step()
+    assert 1e-4 < mixed["logprobs/update_vs_rollout_abs_diff"] < 1.0 and mixed["optimizer_updates"] > 0
