@@ -89,7 +89,7 @@ def cmd_eval(args: list[str]) -> None:
     """Evaluate a model or checkpoint on data.test_path; the last line is a JSON summary."""
     from .data import load_prompts
     from .evaluate import evaluate
-    from .trainer import reward_from_config
+    from .rewards import reward_from_config
 
     cfg = load_config(*_split_args(args))
     torch.manual_seed(cfg.train.seed)

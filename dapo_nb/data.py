@@ -317,3 +317,10 @@ def render_prompts(tokenizer: Any, examples: Iterable[PromptExample], system_pro
             raise ValueError(f"chat template failed on qid {example.qid!r}: {error}{hint}") from error
         rendered.append(text)
     return rendered
+
+
+def question_text(example) -> str:
+    """The user's text of a prompt (the last user message of a chat prompt)."""
+    if isinstance(example.prompt, str):
+        return example.prompt
+    return next((m["content"] for m in reversed(example.prompt) if m.get("role") == "user"), "")

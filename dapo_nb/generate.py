@@ -146,6 +146,11 @@ def sanitize_logits(logits: torch.Tensor, eos_token_id: int) -> tuple[torch.Tens
     return logits, int(dead.sum())
 
 
+def is_greedy(do_sample: bool, temperature: float) -> bool:
+    """Whether these sampling settings decode greedily (do_sample off, or temperature 0)."""
+    return not do_sample or temperature <= 0.0
+
+
 def sample_next_token(
     logits: torch.Tensor,
     *,
@@ -156,7 +161,7 @@ def sample_next_token(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pick one token per row from finite float32 logits (N, V); returns tokens, their log-probs and entropies, each (N,)."""
-    greedy = not do_sample or temperature <= 0.0
+    greedy = is_greedy(do_sample, temperature)
     scaled = logits if greedy else logits / temperature
     logp = torch.log_softmax(scaled, dim=-1)  # (N, V)
     probs = logp.exp()

@@ -37,7 +37,7 @@ import pandas as pd
 
 from .plots import figure_png, metrics_frame, plot_dashboard, run_figures, save_figures
 from .rewards import SCALARIZERS, MultiObjectiveReward, WeightsError
-from .trainer import archive_run_logs
+from .runs import archive_run_logs
 
 MAX_WEIGHT = 2.0  # slider range is [0, MAX_WEIGHT] unless a weight starts higher
 

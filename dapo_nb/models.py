@@ -187,3 +187,17 @@ def describe(model: PreTrainedModel) -> str:
     n = sum(p.numel() for p in model.parameters())
     return f"{type(model).__name__} {n / 1e6:.1f}M params, {next(model.parameters()).dtype}, {model.device}"
 
+
+def lora_config(lora_cfg):
+    """peft's LoraConfig for the config's `model.lora` group (both backends use this one)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+                      target_modules=list(lora_cfg.target_modules), task_type="CAUSAL_LM")
+
+
+def apply_lora(model, lora_cfg):
+    """Wrap the model with trainable LoRA adapters (peft); the base weights are frozen."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(lora_cfg))

@@ -24,44 +24,23 @@ import contextlib
 import copy
 import json
 import math
-import signal
 import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from . import dapo
-from .checkpoint import latest_checkpoint, latest_trl_checkpoint, load_trainer_state, save_checkpoint
-from .config import Config, ConfigError, from_dict, load_config, to_dict
-from .data import load_prompts, render_prompts
-from .generate import Rollout, completion_logprobs, generate_rollouts
-from .models import policy_from_config
-from .rewards import MultiObjectiveReward, RewardBatch
+from .checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from .config import Config, ConfigError, to_dict
+from .data import load_prompts, question_text, render_prompts
+from .generate import Rollout, completion_logprobs, generate_rollouts, is_greedy
+from .models import apply_lora, policy_from_config
+from .rewards import MultiObjectiveReward, RewardBatch, reward_from_config
+from .runs import archive_run_logs, checkpoint_root, install_stop_handlers, truncate_run_logs
 from .scored import ScoredRollout
-
-
-def reward_from_config(cfg: Config) -> MultiObjectiveReward:
-    """The multi-objective reward described by `cfg.reward` (weights given for unlisted objectives add them)."""
-    r = cfg.reward
-    objectives = list(r.objectives) + [n for n in r.weights if n not in r.objectives and n != "plugin" and not r.plugin]
-    return MultiObjectiveReward(
-        objectives=objectives or None, weights=dict(r.weights), scalarizer=r.scalarizer, normalization=r.normalization,
-        plugin=r.plugin, on_error=r.on_error, schedule=dict(r.schedule) or None,
-        overlong_max_len=cfg.sampling.max_new_tokens, overlong_buffer_len=r.overlong_buffer_len,
-    )
-
-
-def apply_lora(model, lora_cfg):
-    """Wrap the model with trainable LoRA adapters (peft); the base weights are frozen."""
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
-                        target_modules=list(lora_cfg.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
 
 
 class Trainer:
@@ -86,7 +65,7 @@ class Trainer:
         self.examples = load_prompts(cfg.data.train_path)
         self.prompts = render_prompts(tokenizer, self.examples, cfg.data.system_prompt)
         self.reward = reward or reward_from_config(cfg)
-        self.greedy = not cfg.sampling.do_sample or cfg.sampling.temperature == 0
+        self.greedy = is_greedy(cfg.sampling.do_sample, cfg.sampling.temperature)
         if self.greedy:
             warnings.warn("greedy decoding: all G completions of a prompt are identical, so advantages use a batch-level "
                           "baseline and dynamic sampling is off (set sampling.do_sample=true for group signal)", stacklevel=2)
@@ -108,7 +87,7 @@ class Trainer:
         self.run_event = threading.Event()  # cleared = paused between steps
         self.run_event.set()
         self.output_dir = cfg.output_dir
-        self.checkpoint_root = Path(cfg.train.checkpoint_dir) / cfg.train.run_name
+        self.checkpoint_root = checkpoint_root(cfg)
         self.last_saved_step = -1
         self._params_dirty = False  # True once an optimizer step of the running step has changed parameters
         if cfg.train.resume:
@@ -324,7 +303,6 @@ class Trainer:
 
     def train_step(self) -> dict:
         """Collect a batch, update, log; returns this step's metrics."""
-        cfg = self.cfg
         t0 = time.perf_counter()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         batch, metrics = self.collect()
@@ -447,69 +425,3 @@ class Trainer:
         truncate_run_logs(self.output_dir, self.step)
         print(f"resumed {path} at step {self.step}")
         return self.step
-
-
-def install_stop_handlers(stop_event: threading.Event, running: Callable[[], str]) -> Callable[[], None]:
-    """SIGTERM / first Ctrl-C set `stop_event` (finish the running step, then save); a second Ctrl-C raises
-    KeyboardInterrupt at once. Main thread only; returns the function that restores the previous handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def request_stop(signum, frame):
-        if stop_event.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        print(f"\n{signal.Signals(signum).name}: finishing {running()}, then saving (Ctrl-C again to abandon it)")
-        stop_event.set()
-
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    return lambda: [signal.signal(s, h) for s, h in previous.items()]
-
-
-def archive_run_logs(output_dir: Path) -> list[Path]:
-    """A fresh run starts new metrics/rollouts files; an earlier run's are renamed (kept), not appended to."""
-    moved = []
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for name in ("metrics.jsonl", "rollouts.jsonl"):
-        path = Path(output_dir) / name
-        if path.is_file():
-            moved.append(path.rename(path.with_name(f"{path.stem}.before-{stamp}.jsonl")))
-    if moved:
-        print(f"{output_dir}: an earlier run's logs were kept as {', '.join(p.name for p in moved)}")
-    return moved
-
-
-def truncate_run_logs(output_dir: Path, step: int) -> None:
-    """Drop metrics/rollouts lines written after the checkpoint we resume from (a crash may have left them)."""
-    for name in ("metrics.jsonl", "rollouts.jsonl"):
-        path = output_dir / name
-        if path.is_file():
-            lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-            path.write_text("".join(l + "\n" for l in lines))
-
-
-def question_text(example) -> str:
-    """The user's text of a prompt (the last user message of a chat prompt)."""
-    if isinstance(example.prompt, str):
-        return example.prompt
-    return next((m["content"] for m in reversed(example.prompt) if m.get("role") == "user"), "")
-
-
-def config_of_checkpoint(path: str | Path) -> Config:
-    """The Config a checkpoint was trained with."""
-    state, _, _ = load_trainer_state(path)
-    return from_dict(state["config"])
-
-
-def latest_run_checkpoint(run_name: str, checkpoint_dir: str | Path = "checkpoints",
-                          runs_dir: str | Path = "runs") -> tuple[Path | None, Config | None]:
-    """(newest checkpoint, its config) of a run of either backend: our step-N (config inside), else TRL's
-    checkpoint-N (config in runs/<run>/config.yaml, written by backend=trl); (None, None) if there is none."""
-    root = Path(checkpoint_dir) / run_name
-    ours = latest_checkpoint(root)
-    if ours is not None:
-        return ours, config_of_checkpoint(ours)
-    trl = latest_trl_checkpoint(root)
-    config_file = Path(runs_dir) / run_name / "config.yaml"
-    if trl is not None and config_file.is_file():
-        return trl, load_config(config_file)
-    return None, None

@@ -58,7 +58,11 @@ from .checkpoint import latest_trl_checkpoint
 from .config import Config, ConfigError, to_yaml
 from .data import load_prompts, render_prompts, to_chat_messages
 from .rewards import MultiObjectiveReward
-from .trainer import archive_run_logs, install_stop_handlers, question_text, reward_from_config, truncate_run_logs
+from .data import question_text
+from .generate import is_greedy
+from .models import lora_config
+from .rewards import reward_from_config
+from .runs import archive_run_logs, checkpoint_root, install_stop_handlers, truncate_run_logs
 
 LOSS_TYPES = {"token-mean": "dapo", "seq-mean-token-mean": "grpo", "seq-mean-token-sum": "dr_grpo"}
 SOURCE_KEYS = {  # GRPOConfig field -> the dapo-nb key it is made from (for error messages)
@@ -114,7 +118,7 @@ def batch_layout(cfg: Config, world_size: int) -> BatchLayout:
 
 def check_trl_config(cfg: Config) -> None:
     """Refuse what TRL cannot do; warn about what it does differently."""
-    if not cfg.sampling.do_sample or cfg.sampling.temperature == 0:
+    if is_greedy(cfg.sampling.do_sample, cfg.sampling.temperature):
         raise ConfigError("backend=trl samples G completions per prompt; sampling.do_sample=false / temperature=0 "
                           "(greedy) is only supported by backend=dapo_nb")
     if cfg.model.device_map:
@@ -357,16 +361,11 @@ def build_trl_trainer(cfg: Config, *, model=None, tokenizer=None, reward: MultiO
 
     reward = reward or reward_from_config(cfg)
     adapter = TRLRewardAdapter(reward, cfg, layout, examples)
-    checkpoint_root = Path(cfg.train.checkpoint_dir) / cfg.train.run_name
-    args = GRPOConfig(**grpo_config_kwargs(cfg, layout, str(checkpoint_root), use_cpu),
+    args = GRPOConfig(**grpo_config_kwargs(cfg, layout, str(checkpoint_root(cfg)), use_cpu),
                       reward_weights=adapter.initial_weights, multi_objective_aggregation=adapter.aggregation)
     peft_config = None
     if cfg.model.lora.r > 0 and not hasattr(model, "disable_adapter"):
-        from peft import LoraConfig
-
-        lora = cfg.model.lora
-        peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                 target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+        peft_config = lora_config(cfg.model.lora)
 
     if state.is_main_process:
         cfg.output_dir.mkdir(parents=True, exist_ok=True)
@@ -416,4 +415,4 @@ def train_with_trl(cfg: Config, *, model=None, tokenizer=None, reward: MultiObje
 
 def last_checkpoint(cfg: Config) -> Path | None:
     """The newest TRL checkpoint of this run, if any."""
-    return latest_trl_checkpoint(Path(cfg.train.checkpoint_dir) / cfg.train.run_name)
+    return latest_trl_checkpoint(checkpoint_root(cfg))

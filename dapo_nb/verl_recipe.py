@@ -35,8 +35,8 @@ from pathlib import Path
 
 from .config import Config, ConfigError
 from .models import EMBEDDED_NAMES, embedded_model_dir
+from .rewards import reward_from_config
 from .rewards.verl_export import jsonl_to_verl_parquet, reward_to_verl_module
-from .trainer import reward_from_config
 
 VERL_VERSION = "0.9.1"  # the verl release the launch script's keys were checked against
 SCRIPT_NAME = "run_verl_dapo.sh"

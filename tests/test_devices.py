@@ -7,7 +7,6 @@ host/device mix. The first tests check the simulation itself against what CUDA d
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest

@@ -24,7 +24,7 @@ from dapo_nb.trl_backend import (
     parameter_digest,
     train_with_trl,
 )
-from dapo_nb.trainer import reward_from_config
+from dapo_nb.rewards import reward_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ from .objectives import (
     register_objective,
 )
 from .plugins import CONTRACTS, ERROR_KINDS, ON_ERROR, PluginError, load_plugin
-from .reward import MultiObjectiveReward, RewardBatch
+from .reward import MultiObjectiveReward, RewardBatch, reward_from_config
 from .scalarize import NORMALIZATIONS, SCALARIZERS, ScalarizeError
 from .weights import LiveWeights, WeightsError
 
@@ -39,6 +39,7 @@ __all__ = [
     "ObjectiveError",
     "PluginError",
     "RewardBatch",
+    "reward_from_config",
     "SCALARIZERS",
     "SEED_WEIGHTS",
     "ScalarizeError",

@@ -317,3 +317,15 @@ def check_number_or_raise(value: Any, what: str) -> float:
         return check_number(value, what)
     except SampleProblem as problem:
         raise ValueError(problem.problem) from None
+
+
+def reward_from_config(cfg) -> MultiObjectiveReward:
+    """The multi-objective reward described by a dapo_nb `Config`'s `reward` group (weights given for unlisted
+    objectives add them); the overlong objective's L_max is `sampling.max_new_tokens`."""
+    r = cfg.reward
+    objectives = list(r.objectives) + [n for n in r.weights if n not in r.objectives and n != "plugin" and not r.plugin]
+    return MultiObjectiveReward(
+        objectives=objectives or None, weights=dict(r.weights), scalarizer=r.scalarizer, normalization=r.normalization,
+        plugin=r.plugin, on_error=r.on_error, schedule=dict(r.schedule) or None,
+        overlong_max_len=cfg.sampling.max_new_tokens, overlong_buffer_len=r.overlong_buffer_len,
+    )
