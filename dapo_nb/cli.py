@@ -24,7 +24,6 @@ import sys
 import textwrap
 import time
 
-import torch
 
 from .config import Config, ConfigError, all_keys, get_key, load_config, to_yaml
 
@@ -57,6 +56,8 @@ def _load(cfg: Config):
 
 def cmd_train(args: list[str]) -> None:
     """Run DAPO training as configured (backend dapo_nb or trl); print the last step's main metrics as JSON."""
+    import torch
+
     cfg = load_config(*_split_args(args))
     main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, only rank 0 prints
     if main_process:
@@ -87,6 +88,8 @@ def cmd_train(args: list[str]) -> None:
 
 def cmd_eval(args: list[str]) -> None:
     """Evaluate a model or checkpoint on data.test_path; the last line is a JSON summary."""
+    import torch
+
     from .data import load_prompts
     from .evaluate import evaluate
     from .rewards import reward_from_config
@@ -109,6 +112,8 @@ def cmd_eval(args: list[str]) -> None:
 
 def cmd_smoke(args: list[str]) -> None:
     """Load the model, generate G rollouts for a few training prompts, print them."""
+    import torch
+
     from .data import load_prompts, render_prompts
     from .generate import generate_rollouts
 
@@ -163,11 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     from .models import ModelNotFoundError
     from .rewards import PluginError, WeightsError
     from .rewards.verl_export import VerlExportError
+    from .runs import UnfilledBatchError
 
     try:
         COMMANDS[argv[0]](argv[1:])
     except (ConfigError, DataValidationError, ModelNotFoundError, PluginError, WeightsError,
-            VerlExportError) as err:
+            VerlExportError, UnfilledBatchError) as err:
         print(f"dapo-nb {argv[0]}: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
     return 0

@@ -26,6 +26,27 @@ from typing import Any
 
 import yaml
 
+from .rewards.plugins import ON_ERROR
+from .rewards.scalarize import NORMALIZATIONS, SCALARIZERS
+
+
+# Options of string-valued keys. Those of the reward live with the reward code, which checks them too; the DAPO
+# loss's live here and dapo.py imports them (this module must stay importable without torch).
+STD_SCALES = ("group", "batch", "none")  # dapo.std_scale
+LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")  # dapo.loss_agg
+OPTIONS = {
+    "backend": ("dapo_nb", "trl"),
+    "trl.vllm_mode": ("colocate", "server"),
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "model.autocast": ("none", "bf16"),
+    "dapo.on_unfilled": ("train", "skip", "error"),
+    "dapo.loss_agg": LOSS_AGGS,
+    "dapo.std_scale": STD_SCALES,
+    "reward.scalarizer": SCALARIZERS,
+    "reward.normalization": NORMALIZATIONS,
+    "reward.on_error": ON_ERROR,
+}
+
 
 class ConfigError(ValueError):
     """A config key or value is wrong; the message says which and how to fix it."""
@@ -98,7 +119,9 @@ class DAPOConfig:
     dynamic_sampling: bool = True  # drop groups without signal and keep sampling until ppo.batch_size groups
     filter_metric: str = "correctness"  # an objective name or `score`; correctness drops all-wrong groups
     filter_threshold: float = 0.0  # a group is kept when the std of filter_metric is above this
-    max_gen_batches: int = 4  # stop sampling after this many generation batches and train on what is there
+    max_gen_batches: int = 4  # sample at most this many generation batches per step, then dapo.on_unfilled decides
+    on_unfilled: str = "train"  # fewer than ppo.batch_size groups with signal after max_gen_batches: train (on those
+    #                             kept) | skip (no update this step) | error (stop the run); counted as dynamic/batch_filled=0
     gen_batch_size: int = 0  # prompts per generation batch (DAPO over-samples); 0 = ppo.batch_size
     overlong_filtering: bool = False  # mask truncated completions out of the loss (DAPO overlong filtering)
 
@@ -108,6 +131,8 @@ class RewardConfig:
     objectives: list[str] = field(default_factory=lambda: ["correctness", "format"])  # registered objective names
     weights: dict[str, float] = field(default_factory=lambda: {"correctness": 1.0, "format": 0.1})  # initial weights
     scalarizer: str = "weighted_sum"  # weighted_sum | tchebycheff | smooth_tchebycheff
+    ideal: dict[str, float] = field(default_factory=dict)  # Tchebycheff ideal point z*_i per objective; unlisted = the objective's upper bound
+    mu: float = 0.1  # smooth_tchebycheff smoothing: -> 0 is tchebycheff, large spreads credit over every objective's gap
     normalization: str = "none"  # none | group_zscore (z-score each objective within a prompt group, then combine)
     plugin: str | None = None  # a .py file with the seed's (or verl's) compute_score; its breakdown keys become objectives
     on_error: str = "raise"  # what a failing plugin/objective call does: raise | zero | drop
@@ -162,15 +187,8 @@ class Config:
 
     def validate(self) -> Config:
         """Check option strings and relations between fields; returns self."""
-        _choice("backend", self.backend, ["dapo_nb", "trl"])
-        _choice("trl.vllm_mode", self.trl.vllm_mode, ["colocate", "server"])
-        _choice("model.dtype", self.model.dtype, ["auto", "float32", "bfloat16", "float16"])
-        _choice("model.autocast", self.model.autocast, ["none", "bf16"])
-        _choice("dapo.loss_agg", self.dapo.loss_agg, ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
-        _choice("dapo.std_scale", self.dapo.std_scale, ["group", "batch", "none"])
-        _choice("reward.scalarizer", self.reward.scalarizer, ["weighted_sum", "tchebycheff", "smooth_tchebycheff"])
-        _choice("reward.normalization", self.reward.normalization, ["none", "group_zscore"])
-        _choice("reward.on_error", self.reward.on_error, ["raise", "zero", "drop"])
+        for key, options in OPTIONS.items():
+            _choice(key, get_key(self, key), list(options))
         for key in ["sampling.max_new_tokens", "sampling.context_max_len", "ppo.batch_size",
                     "ppo.epochs", "dapo.group_size", "dapo.max_gen_batches", "train.total_steps"]:
             if get_key(self, key) < 1:
@@ -220,7 +238,7 @@ def set_key(cfg: Config, key: str, value) -> None:
     """Set a dotted key, checking that it exists and that the value has the field's type."""
     parts = key.split(".")
     # reward.weights.<name>=v and reward.schedule.<step>=... address entries of dict fields
-    if len(parts) >= 3 and ".".join(parts[:2]) in ("reward.weights", "reward.schedule", "trl.args"):
+    if len(parts) >= 3 and ".".join(parts[:2]) in ("reward.weights", "reward.ideal", "reward.schedule", "trl.args"):
         container_key, entry = ".".join(parts[:2]), ".".join(parts[2:])
         current = dict(get_key(cfg, container_key))
         current[int(entry) if container_key == "reward.schedule" and entry.isdigit() else entry] = value

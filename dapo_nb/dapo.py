@@ -41,8 +41,8 @@ import contextlib
 import torch
 from torch import Tensor
 
-STD_SCALES = ("group", "batch", "none")
-LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+from .config import LOSS_AGGS, STD_SCALES
+
 MAX_LOG_RATIO = 20.0  # |log pi - log pi_old| beyond this is clamped (exp(20) ~ 5e8): keeps the loss finite
 
 

@@ -237,7 +237,7 @@ def generate_rollouts(
     if generator is not None and generator.device.type != device.type:
         raise ValueError(f"the random generator is on {generator.device.type} but the model is on {device}; "
                          "create it with torch.Generator(device=model.device)")
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = torch.tensor(eos_token_ids(model, tokenizer), device=device)
     pad_id = tokenizer.pad_token_id
 
     unique_ids, unique_mask, cut = tokenize_prompts(tokenizer, prompts, context_max_len)  # (B, P)
@@ -304,16 +304,16 @@ def generate_rollouts(
     )
 
 
-def _eos_ids(model, tokenizer) -> torch.Tensor:
+def eos_token_ids(model, tokenizer) -> list[int]:
     """All token ids that end a completion (tokenizer EOS plus generation_config's), first = tokenizer's."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    extra = getattr(model.generation_config, "eos_token_id", None)
+    extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for i in extra if isinstance(extra, list) else [extra]:
         if i is not None and i not in ids:
             ids.append(i)
     if not ids:
         raise ValueError("the tokenizer has no eos_token_id; set one so completions can end")
-    return torch.tensor(ids, device=model.device)
+    return ids
 
 
 # ----------------------------------------------------------------------------

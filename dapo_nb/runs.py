@@ -14,14 +14,45 @@ step to finish and save; a second Ctrl-C abandons it.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from .checkpoint import latest_checkpoint, latest_trl_checkpoint, load_trainer_state
 from .config import Config, from_dict, load_config
+
+
+class UnfilledBatchError(RuntimeError):
+    """dapo.on_unfilled=error and dynamic sampling found too few groups with signal (the run saves, then stops)."""
+
+
+@dataclass
+class RolloutRecord:
+    """One line of rollouts.jsonl: the same fields from both backends."""
+
+    step: int
+    qid: str
+    prompt: str  # the user's question (data.question_text)
+    completion: str
+    ground_truth: str
+    objectives: dict[str, float]  # raw objective values
+    score: float  # the scalar reward
+    advantage: float | None  # None where the backend computes it out of our sight (TRL)
+    length: int  # completion tokens, EOS included
+    truncated: bool  # the token budget ran out before EOS
+    backend: str  # dapo_nb | trl
+
+
+def append_rollouts(output_dir: Path, records: list[RolloutRecord]) -> None:
+    """Append records to `<output_dir>/rollouts.jsonl`, one JSON object a line."""
+    if records:
+        with open(Path(output_dir) / "rollouts.jsonl", "a") as f:
+            f.write("".join(json.dumps(asdict(r)) + "\n" for r in records))
 
 
 def checkpoint_root(cfg: Config) -> Path:
@@ -58,13 +89,66 @@ def archive_run_logs(output_dir: Path) -> list[Path]:
     return moved
 
 
-def truncate_run_logs(output_dir: Path, step: int) -> None:
-    """Drop metrics/rollouts lines written after the checkpoint we resume from (a crash may have left them)."""
+def archive_checkpoints(root: Path) -> Path | None:
+    """A fresh run must not inherit an earlier run's checkpoints (resume and `latest` would pick them up): a root that
+    holds any is renamed to `<root>.before-<time>` (kept), and the new run starts with an empty one."""
+    root = Path(root)
+    if not root.is_dir() or not any(root.glob("step-*")) and not any(root.glob("checkpoint-*")):
+        return None
+    moved = root.rename(root.with_name(f"{root.name}.before-{time.strftime('%Y%m%d-%H%M%S')}"))
+    print(f"{root}: an earlier run's checkpoints were kept in {moved}")
+    return moved
+
+
+def append_metrics(output_dir: Path, metrics: dict) -> None:
+    """Append one step's metrics to `<output_dir>/metrics.jsonl` as one line in one write: a crash leaves the line
+    whole, absent, or torn as the file's last line (which `truncate_run_logs` drops on resume)."""
+    with open(Path(output_dir) / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+
+
+def sync_run_logs(output_dir: Path) -> None:
+    """fsync metrics/rollouts.jsonl; called before a checkpoint is written, so that even after a power cut the
+    checkpoint of step N does not outlive the log lines of steps <= N."""
     for name in ("metrics.jsonl", "rollouts.jsonl"):
-        path = output_dir / name
+        path = Path(output_dir) / name
         if path.is_file():
-            lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-            path.write_text("".join(l + "\n" for l in lines))
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def truncate_run_logs(output_dir: Path, step: int) -> None:
+    """Keep only the metrics/rollouts lines of steps <= `step`, the checkpoint a run resumes from.
+
+    A crash may have left lines of later steps and, killed during an append, a torn last line: both are dropped.
+    An unparseable line before the last is no crash's doing: ValueError naming the file and line. Each file is
+    rewritten to a temporary file and renamed over the original, so a crash here loses no line."""
+    for name in ("metrics.jsonl", "rollouts.jsonl"):
+        path = Path(output_dir) / name
+        if not path.is_file():
+            continue
+        lines = [(n, l) for n, l in enumerate(path.read_text(errors="replace").splitlines(), 1) if l.strip()]
+        kept = []
+        for i, (number, line) in enumerate(lines):
+            try:
+                line_step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError) as err:
+                if i == len(lines) - 1:
+                    warnings.warn(f"{path}, line {number}: dropped a torn last line (a crash during its write)", stacklevel=2)
+                    break
+                raise ValueError(f"{path}, line {number}: not a JSON object with a 'step' ({err!r}); "
+                                 "fix or delete that line to resume") from None
+            if line_step <= step:
+                kept.append(line + "\n")
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write("".join(kept))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def config_of_checkpoint(path: str | Path) -> Config:

@@ -7,7 +7,9 @@ Each step (DAPO, arXiv 2503.14476, Algorithm 1):
   1. take `dapo.gen_batch_size` prompts, sample G completions each (`generate.py`), score them with
      the multi-objective reward (`rewards/`) under the live weights of this step;
   2. dynamic sampling: keep groups whose `dapo.filter_metric` (default correctness) varies; sample
-     more batches until `ppo.batch_size` groups are kept or `dapo.max_gen_batches` is reached;
+     more batches until `ppo.batch_size` groups are kept (surplus groups of the last batch are left out) or
+     `dapo.max_gen_batches` is reached, when `dapo.on_unfilled` says whether to train on fewer groups, skip
+     the update or stop;
   3. advantages (R - group mean) / group std of the scalar reward; `ppo.epochs` passes over
      mini-batches of `ppo.mini_batch_size` groups with the decoupled-clip, token-mean loss
      (`dapo.py`), the generator's log-probs being the old policy; AdamW with warm-up and clipping.
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import threading
 import time
@@ -33,13 +34,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import dapo
-from .checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from .checkpoint import latest_checkpoint, load_trainer_state, remove_temp_dirs, save_checkpoint
 from .config import Config, ConfigError, to_dict
 from .data import load_prompts, question_text, render_prompts
 from .generate import Rollout, completion_logprobs, generate_rollouts, is_greedy
 from .models import apply_lora, policy_from_config
 from .rewards import MultiObjectiveReward, RewardBatch, reward_from_config
-from .runs import archive_run_logs, checkpoint_root, install_stop_handlers, truncate_run_logs
+from .runs import (RolloutRecord, UnfilledBatchError, append_rollouts, archive_checkpoints, archive_run_logs, checkpoint_root, install_stop_handlers,
+                   append_metrics, sync_run_logs, truncate_run_logs)
 from .scored import ScoredRollout
 
 
@@ -92,8 +94,9 @@ class Trainer:
         self._params_dirty = False  # True once an optimizer step of the running step has changed parameters
         if cfg.train.resume:
             self.resume()
-        else:
+        else:  # a fresh run: an earlier run of the same name keeps its logs and checkpoints, renamed
             archive_run_logs(self.output_dir)
+            archive_checkpoints(self.checkpoint_root)
 
     # ------------------------------------------------------------------------
     # Data order: a seeded permutation per epoch; (epoch, cursor) is saved with checkpoints
@@ -154,7 +157,8 @@ class Trainer:
         seen: list[ScoredRollout] = []
         rewards: list[RewardBatch] = []
         have = 0
-        stats = {"dynamic/groups_kept": 0, "dynamic/groups_dropped": 0, "dynamic/num_gen_batches": 0}
+        stats = {"dynamic/groups_kept": 0, "dynamic/groups_dropped": 0, "dynamic/groups_surplus": 0,
+                 "dynamic/num_gen_batches": 0}
         for _ in range(cfg.dapo.max_gen_batches if filtering else 1):
             if self.stop_event.is_set() and kept:
                 break
@@ -168,36 +172,42 @@ class Trainer:
                                                  cfg.dapo.filter_threshold)  # (n,) host
             else:
                 signal = torch.ones(len(scored), dtype=torch.bool)
-            groups = scored.group_ids[signal].unique()[: want - have]  # (k,) host
+            with_signal = scored.group_ids[signal].unique()  # (k,) host
+            groups = with_signal[: want - have]  # the first ones fill the batch; the rest are surplus
             stats["dynamic/groups_kept"] += len(groups)
-            stats["dynamic/groups_dropped"] += scored.group_ids.unique().numel() - len(groups)
+            stats["dynamic/groups_dropped"] += scored.group_ids.unique().numel() - len(with_signal)  # no signal
+            stats["dynamic/groups_surplus"] += len(with_signal) - len(groups)
             if len(groups):
                 kept.append(scored.select(scored.rows_of_groups(groups)))
                 have += len(groups)
             if have >= want:
                 break
-        stats["dynamic/batch_filled"] = float(have >= want)
+        filled = have >= want
+        stats["dynamic/batch_filled"] = float(filled)
         stats.update(self._generation_stats(seen, rewards))
+        if not filled and filtering and not self.stop_event.is_set():
+            policy = cfg.dapo.on_unfilled
+            if policy == "error":
+                raise UnfilledBatchError(
+                    f"step {self.step + 1}: only {have} of ppo.batch_size={want} groups had a varying "
+                    f"{cfg.dapo.filter_metric} after dapo.max_gen_batches={cfg.dapo.max_gen_batches} generation batches; "
+                    "raise dapo.max_gen_batches or dapo.gen_batch_size, filter on another metric, or set "
+                    "dapo.on_unfilled=train|skip")
+            if policy == "skip":
+                kept = []
         batch = ScoredRollout.concat(kept, self.tokenizer.pad_token_id) if kept else None
         return batch, stats
 
     def _generation_stats(self, seen: list[ScoredRollout], rewards: list[RewardBatch]) -> dict:
         """Reward and length metrics over every completion sampled this step (TRL's names); host tensors only."""
-        out: dict = {}
-        valid = torch.cat([s.valid for s in seen])
-        scores = torch.cat([s.scores for s in seen])[valid]
-        out["reward"] = scores.mean().item() if len(scores) else math.nan
-        out["reward_std"] = scores.std(unbiased=False).item() if len(scores) else math.nan
-        for name in seen[0].objectives:
-            values = torch.cat([s.objectives[name] for s in seen])[valid]
-            out[f"rewards/{name}/mean"] = values.mean().item() if len(values) else math.nan
-        out.update({f"weights/{k}": v for k, v in rewards[-1].weights.items()})
-        for b in rewards:
-            for kind, count in b.error_counts.items():
-                out[f"reward_errors/{kind}"] = out.get(f"reward_errors/{kind}", 0) + count
-        # per row "my group's reward has zero std"; groups have G rows each, so the row mean is the group fraction
-        zero_std = [~dapo.groups_with_signal(s.scores, s.group_ids) for s in seen]
-        out["frac_reward_zero_std"] = torch.cat(zero_std).float().mean().item()
+        out: dict = RewardBatch.concat(rewards).metrics()  # reward, reward_std, rewards/*, weights/*, reward_errors/*
+        # the share of groups whose reward has zero std over the rows that train (on_error="drop" rows left out)
+        groups = flat = 0
+        for s in seen:
+            ids = s.group_ids[s.valid]
+            groups += ids.unique().numel()
+            flat += ids.unique().numel() - ids[dapo.groups_with_signal(s.scores[s.valid], ids)].unique().numel()
+        out["frac_reward_zero_std"] = flat / groups if groups else math.nan
         lengths = torch.cat([s.rollout.lengths for s in seen]).float()
         out["completions/mean_length"] = lengths.mean().item()
         out["completions/min_length"] = lengths.min().item()
@@ -320,8 +330,7 @@ class Trainer:
         metrics.update({"step": self.step, "scalarizer": self.reward.scalarizer, "step_time": seconds, "time/generate_and_score": t1 - t0,
                         "time/update": seconds - (t1 - t0), "tokens_per_second": metrics["num_generated_tokens"] / seconds})
         self.history.append(metrics)
-        with open(self.output_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+        append_metrics(self.output_dir, metrics)
         self._params_dirty = False
         for callback in self.callbacks:
             callback(metrics)
@@ -329,20 +338,13 @@ class Trainer:
 
     def _log_rollouts(self, batch: ScoredRollout, advantages: torch.Tensor) -> None:
         count = min(self.cfg.train.log_rollouts, len(batch))
-        if not count:
-            return
         rollout = batch.rollout
         lengths, truncated = rollout.lengths[:count].tolist(), rollout.truncated[:count].tolist()
-        with open(self.output_dir / "rollouts.jsonl", "a") as f:
-            for i in range(count):
-                ex = batch.examples[i]
-                f.write(json.dumps({
-                    "step": self.step + 1, "qid": ex.qid, "prompt": question_text(ex),
-                    "completion": rollout.completion_texts[i], "ground_truth": ex.ground_truth,
-                    "objectives": {k: v[i].item() for k, v in batch.objectives.items()},
-                    "score": batch.scores[i].item(), "advantage": advantages[i].item(),
-                    "length": int(lengths[i]), "truncated": bool(truncated[i]),
-                }) + "\n")
+        append_rollouts(self.output_dir, [RolloutRecord(
+            step=self.step + 1, qid=ex.qid, prompt=question_text(ex), completion=rollout.completion_texts[i],
+            ground_truth=ex.ground_truth, objectives={k: v[i].item() for k, v in batch.objectives.items()},
+            score=batch.scores[i].item(), advantage=advantages[i].item(), length=int(lengths[i]),
+            truncated=bool(truncated[i]), backend="dapo_nb") for i, ex in enumerate(batch.examples[:count])])
 
     def train(self, steps: int | None = None) -> list[dict]:
         """Run until train.total_steps (or `steps` more), train.max_minutes, stop() or Ctrl-C / SIGTERM; ends with a checkpoint."""
@@ -365,6 +367,10 @@ class Trainer:
                 every = self.cfg.train.save_every
                 if every and self.step % every == 0:
                     self.save()
+        except UnfilledBatchError:
+            if self.step > self.last_saved_step:  # the failed step changed nothing: keep the steps before it
+                self.save()
+            raise
         except KeyboardInterrupt:
             if self._params_dirty:  # interrupted mid-update: the last checkpoint stays the latest
                 warnings.warn(f"interrupted during the update of step {self.step + 1}: not saving a half-updated model; "
@@ -391,16 +397,22 @@ class Trainer:
         state = {"step": self.step, "epoch": self.epoch, "cursor": self.cursor, "config": to_dict(self.cfg),
                  "live_weights": self.reward.weights.state_dict()}
         rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        sync_run_logs(self.output_dir)  # the log lines of steps <= N reach the disk before checkpoint N
         path = save_checkpoint(self.checkpoint_root, self.step, self.model, self.tokenizer, self.optimizer,
                                self.scheduler, rng, state, merge_lora=self.cfg.model.lora.merge_on_save)
         self.last_saved_step = self.step
         return path
 
     def resume(self, path: str | Path | None = None) -> int:
-        """Load the latest (or given) checkpoint of this run into model, optimizer, RNGs and data cursor; returns its step."""
+        """Load the latest (or given) checkpoint of this run into model, optimizer, RNGs and data cursor; returns its step.
+
+        Crash leftovers are cleared: checkpoint folders a crash left mid-save, and metrics/rollouts lines of steps after
+        the checkpoint (or, with no checkpoint, the logs are kept aside as for a fresh run), so each step is logged once."""
+        remove_temp_dirs(self.checkpoint_root)
         path = Path(path) if path else latest_checkpoint(self.checkpoint_root)
         if path is None:
             print(f"train.resume: no checkpoint under {self.checkpoint_root}; starting at step 0")
+            archive_run_logs(self.output_dir)
             return 0
         state, optim, rng = load_trainer_state(path)
         from safetensors.torch import load_file

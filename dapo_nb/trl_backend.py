@@ -59,10 +59,11 @@ from .config import Config, ConfigError, to_yaml
 from .data import load_prompts, render_prompts, to_chat_messages
 from .rewards import MultiObjectiveReward
 from .data import question_text
-from .generate import is_greedy
+from .generate import eos_token_ids, is_greedy
 from .models import lora_config
 from .rewards import reward_from_config
-from .runs import archive_run_logs, checkpoint_root, install_stop_handlers, truncate_run_logs
+from .runs import (RolloutRecord, append_metrics, append_rollouts, archive_checkpoints, archive_run_logs, checkpoint_root, install_stop_handlers,
+                   truncate_run_logs)
 
 LOSS_TYPES = {"token-mean": "dapo", "seq-mean-token-mean": "grpo", "seq-mean-token-sum": "dr_grpo"}
 SOURCE_KEYS = {  # GRPOConfig field -> the dapo-nb key it is made from (for error messages)
@@ -181,8 +182,10 @@ class TRLRewardAdapter:
     `reward_weights` are replaced by the weights our reward used for the batch, right before TRL applies them.
     """
 
-    def __init__(self, reward: MultiObjectiveReward, cfg: Config, layout: BatchLayout, examples):
+    def __init__(self, reward: MultiObjectiveReward, cfg: Config, layout: BatchLayout, examples,
+                 eos_token_ids: frozenset[int] = frozenset()):
         self.reward, self.cfg, self.layout = reward, cfg, layout
+        self.eos_token_ids = eos_token_ids  # a completion that ends in one of these was not truncated
         self.examples = {ex.qid: ex for ex in examples}  # the prompt as our trainer passes it to plugins
         self.names = list(reward.names)  # a seed-contract plugin's breakdown keys join after its first call
         self.linear = reward.scalarizer == "weighted_sum" and reward.plugin is None
@@ -222,28 +225,29 @@ class TRLRewardAdapter:
                                   num_tokens=[len(ids) for ids in completion_ids], step=step, infos=infos)
         if self.linear and self.trainer is not None:  # TRL multiplies by these right after the reward functions
             self.trainer.reward_weights = torch.tensor([batch.weights.get(n, 0.0) for n in self.names])
-        if log_metric is not None:
-            for name, value in batch.weights.items():
-                log_metric(f"weights/{name}", value)
-            for kind, count in batch.error_counts.items():
-                if count:
-                    log_metric(f"reward_errors/{kind}", count)
-            for name in set(batch.objectives) - set(self.names):  # a plugin's breakdown keys: this process's mean
-                log_metric(f"rewards/{name}/mean", sum(batch.objectives[name]) / len(texts))
+        if log_metric is not None:  # the metrics our trainer logs, less those TRL computes itself
+            for key, value in batch.metrics().items():
+                if not self._logged_by_trl(key):
+                    log_metric(key, value)
         if self.rollouts_path is not None:
             self._log_rollouts(step, texts, completion_ids, ground_truth, qid, batch)
         self._batch_for, self._batch = completions, batch
         return batch
 
+    def _logged_by_trl(self, key: str) -> bool:
+        """TRL logs reward, reward_std and each reward function's mean / std itself."""
+        functions = ["score"] * (not self.linear) + self.names
+        return key in ("reward", "reward_std") or any(key.startswith(f"rewards/{n}/") for n in functions)
+
     def _log_rollouts(self, step, texts, completion_ids, ground_truth, qid, batch) -> None:
         count = min(self.cfg.train.log_rollouts, len(texts))
-        with open(self.rollouts_path, "a") as f:
-            for i in range(count):
-                f.write(json.dumps({
-                    "step": step, "qid": qid[i], "prompt": question_text(self.examples[qid[i]]), "completion": texts[i],
-                    "ground_truth": ground_truth[i], "objectives": {k: v[i] for k, v in batch.objectives.items()},
-                    "score": batch.scores[i], "length": len(completion_ids[i]), "backend": "trl",
-                }) + "\n")
+        budget = self.cfg.sampling.max_new_tokens
+        append_rollouts(self.rollouts_path.parent, [RolloutRecord(
+            step=step, qid=qid[i], prompt=question_text(self.examples[qid[i]]), completion=texts[i],
+            ground_truth=ground_truth[i], objectives={k: v[i] for k, v in batch.objectives.items()},
+            score=batch.scores[i], advantage=None, length=len(completion_ids[i]),
+            truncated=len(completion_ids[i]) >= budget and completion_ids[i][-1] not in self.eos_token_ids,
+            backend="trl") for i in range(count)])
 
 
 def trl_dataset(examples, tokenizer, system_prompt: str | None):
@@ -285,8 +289,7 @@ class MetricsWriter(TrainerCallback):
         record.update({k: v for k, v in logs.items() if not k.startswith("rewards/score/")})
         self.last = now
         if state.is_world_process_zero:
-            with open(self.cfg.output_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_metrics(self.cfg.output_dir, record)
         self.on_metrics(record)
 
 
@@ -360,7 +363,7 @@ def build_trl_trainer(cfg: Config, *, model=None, tokenizer=None, reward: MultiO
                       "prompts, so they are trained on whole", stacklevel=2)
 
     reward = reward or reward_from_config(cfg)
-    adapter = TRLRewardAdapter(reward, cfg, layout, examples)
+    adapter = TRLRewardAdapter(reward, cfg, layout, examples, eos_token_ids=frozenset(eos_token_ids(model, tokenizer)))
     args = GRPOConfig(**grpo_config_kwargs(cfg, layout, str(checkpoint_root(cfg)), use_cpu),
                       reward_weights=adapter.initial_weights, multi_objective_aggregation=adapter.aggregation)
     peft_config = None
@@ -371,6 +374,7 @@ def build_trl_trainer(cfg: Config, *, model=None, tokenizer=None, reward: MultiO
         cfg.output_dir.mkdir(parents=True, exist_ok=True)
         if not cfg.train.resume:
             archive_run_logs(cfg.output_dir)
+            archive_checkpoints(checkpoint_root(cfg))
         (cfg.output_dir / "config.yaml").write_text(to_yaml(cfg))
         adapter.rollouts_path = cfg.output_dir / "rollouts.jsonl"
     state.wait_for_everyone()

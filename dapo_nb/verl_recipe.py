@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .config import Config, ConfigError
 from .models import EMBEDDED_NAMES, embedded_model_dir
-from .rewards import reward_from_config
+from .rewards import objective_names, reward_from_config
 from .rewards.verl_export import jsonl_to_verl_parquet, reward_to_verl_module
 
 VERL_VERSION = "0.9.1"  # the verl release the launch script's keys were checked against
@@ -48,12 +48,11 @@ def _bool(value: bool) -> str:
 
 def overlong_settings(cfg: Config) -> tuple[float, list[str]]:
     """(penalty factor, objectives left for reward.py): `overlong` moves into verl's DAPO reward manager."""
-    weights = {**{n: 0.0 for n in cfg.reward.objectives}, **cfg.reward.weights}
-    factor = float(weights.get("overlong", 0.0))
+    factor = float(cfg.reward.weights.get("overlong", 0.0))
     if factor > 0 and cfg.reward.scalarizer != "weighted_sum":
         raise ConfigError(f"reward.scalarizer={cfg.reward.scalarizer} with an `overlong` weight cannot go to verl: "
                           "verl adds the overlong penalty after compute_score, which matches only weighted_sum")
-    return factor, [n for n in cfg.reward.objectives if n != "overlong"]
+    return factor, [n for n in objective_names(cfg.reward) if n != "overlong"]
 
 
 def filter_metric_key(cfg: Config) -> str:

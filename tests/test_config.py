@@ -72,3 +72,17 @@ def test_bad_overrides_say_what_to_fix(override, message):
 def test_round_trip_through_a_dict():
     cfg = load_config(overrides=SEED_COMMAND + ["reward.schedule={3: {format: 1.0}}"])
     assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_tchebycheff_ideal_and_mu_are_config_keys():
+    import math
+
+    from dapo_nb.rewards import reward_from_config
+
+    cfg = load_config(overrides=["reward.scalarizer=smooth_tchebycheff", "reward.mu=0.5", "reward.ideal.correctness=0.8",
+                                 "reward.weights={correctness: 1.0, format: 0.5}"])
+    reward = reward_from_config(cfg)
+    assert (reward.ideal, reward.mu) == ({"correctness": 0.8}, 0.5)
+    # correct and formatted: gaps w (z* - f) are 1.0 * (0.8 - 1) for correctness, 0.5 * (1 - 1) for format (z* = its bound)
+    want = -0.5 * math.log(math.exp(-0.2 / 0.5) + math.exp(0.0))
+    assert reward.score(["Answer: 4"], ["4"]).scores[0] == pytest.approx(want)

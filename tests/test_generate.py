@@ -18,14 +18,14 @@ def render(tokenizer, questions):
             for q in questions]
 
 
-def teacher_forced_logprobs(model, rollout: Rollout) -> torch.Tensor:
-    """Log-probs of the completion tokens from one full forward pass, (N, C)."""
+def teacher_forced_logprobs(model, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probs of the completion tokens under softmax(logits / temperature), from one full forward pass, (N, C)."""
     mask = rollout.attention_mask
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     with torch.no_grad():
         logits = model(input_ids=rollout.input_ids, attention_mask=mask, position_ids=positions).logits.float()
     p = rollout.prompt_ids.shape[1]
-    logp = torch.log_softmax(logits[:, p - 1 : -1], dim=-1)
+    logp = torch.log_softmax(logits[:, p - 1 : -1] / temperature, dim=-1)
     return logp.gather(-1, rollout.completion_ids[..., None]).squeeze(-1) * rollout.completion_mask
 
 
@@ -60,10 +60,16 @@ def test_behaviour_logprobs_match_a_teacher_forced_pass(tiny_policy):
 
 def test_temperature_scales_behaviour_logprobs(tiny_policy):
     model, tok = tiny_policy
-    r = generate_rollouts(model, tok, render(tok, PROMPTS[:1]), group_size=2, max_new_tokens=6, temperature=2.0,
-                          generator=torch.Generator(model.device).manual_seed(2))
-    plain = teacher_forced_logprobs(model, r)
-    assert not torch.allclose(plain, r.old_logprobs, atol=1e-3)  # log-probs are of logits / T, not of the raw logits
+    for temperature in (2.0, 0.5):
+        r = generate_rollouts(model, tok, render(tok, PROMPTS[:2]), group_size=2, max_new_tokens=6,
+                              temperature=temperature, generator=torch.Generator(model.device).manual_seed(2))
+        mask = r.completion_mask.bool()
+        # the behaviour log-prob of each sampled token is log_softmax(logits / T) at its position
+        torch.testing.assert_close(r.old_logprobs, teacher_forced_logprobs(model, r, temperature), atol=1e-5, rtol=1e-5)
+        # ... and not that of the raw logits (or of the other temperature): the gap is far above the tolerance
+        for other in (1.0, 1 / temperature):
+            gap = (teacher_forced_logprobs(model, r, other) - r.old_logprobs)[mask].abs().max().item()
+            assert gap > 1e-2, (temperature, other, gap)
 
 
 def test_greedy_matches_hf_generate(tiny_policy):

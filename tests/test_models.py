@@ -21,10 +21,21 @@ def test_gradient_checkpointing_option(tiny_model_dir):
     assert model.is_activation_checkpointing
 
 
-def test_dtype_choice():
+def test_dtype_choice(monkeypatch):
     assert pick_dtype("bfloat16", force_float32=True) is torch.float32
     assert pick_dtype("bfloat16", force_float32=False) is torch.bfloat16
-    assert pick_dtype("auto", force_float32=False) in (torch.float32, torch.bfloat16)
+    assert pick_dtype("float16", force_float32=False) is torch.float16
+    assert pick_dtype("float32", force_float32=False) is torch.float32
+    # auto on this machine: bfloat16 only on a CUDA GPU with bf16 units, else float32 (CPU, older GPUs)
+    bf16_gpu = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    assert pick_dtype("auto", force_float32=False) is (torch.bfloat16 if bf16_gpu else torch.float32)
+    assert pick_dtype("auto", force_float32=True) is torch.float32
+    # every branch of auto, whatever this machine has (torch's CUDA queries faked, our code as it is)
+    for cuda, bf16, expected in [(False, False, torch.float32), (True, False, torch.float32),
+                                 (True, True, torch.bfloat16)]:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, bf16=bf16, **k: bf16)
+        assert pick_dtype("auto", force_float32=False) is expected, (cuda, bf16)
     with pytest.raises(ValueError, match="model.dtype"):
         pick_dtype("fp8", force_float32=False)
 
@@ -55,18 +66,39 @@ def test_embedded_default_is_smollm2_with_chat_template(embedded_policy):
     assert text.rstrip().endswith("<|im_start|>assistant")
 
 
-def test_device_map_auto_loads_and_trains(tmp_path, tiny_model_dir, train_file):
+def test_device_map_auto_loads_and_trains(tmp_path, tiny_model_dir, train_file, monkeypatch):
     """model.device_map=auto (model parallel on GPUs) goes through from_pretrained's placement; on a CPU-only
     machine everything lands on the CPU, and the trainer runs a step on the placed model."""
+    from transformers import AutoModelForCausalLM
+
     from dapo_nb.config import load_config
     from dapo_nb.models import policy_from_config
     from dapo_nb.trainer import Trainer
 
-    cfg = load_config(overrides=[f"model.pretrained_model_name_or_path={tiny_model_dir}", "model.device_map=auto",
-                                 f"data.train_path={train_file}", "ppo.batch_size=1", "dapo.group_size=2",
-                                 "sampling.max_new_tokens=4", f"train.output_dir={tmp_path / 'run'}",
-                                 f"train.checkpoint_dir={tmp_path / 'ckpt'}"])
+    # transformers 5 leaves no trace of a one-device map on the model (hf_device_map only after multi-device
+    # dispatch), so record what from_pretrained is asked for; the real loader still does the work
+    real_from_pretrained = AutoModelForCausalLM.from_pretrained
+    calls = []
+
+    def recording_from_pretrained(*args, **kwargs):
+        calls.append(kwargs)
+        return real_from_pretrained(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", recording_from_pretrained)
+    settings = [f"model.pretrained_model_name_or_path={tiny_model_dir}", f"data.train_path={train_file}",
+                "ppo.batch_size=1", "dapo.group_size=2", "sampling.max_new_tokens=4",
+                # a random model is never correct: filter on a shaped objective that varies, so the step trains
+                "reward.objectives=[detail]", "reward.weights={detail: 1.0}", "dapo.filter_metric=detail",
+                f"train.output_dir={tmp_path / 'run'}", f"train.checkpoint_dir={tmp_path / 'ckpt'}"]
+    policy_from_config(load_config(overrides=settings).model)
+    assert len(calls) == 1 and "device_map" not in calls[0]  # without the key: no placement by transformers
+
+    cfg = load_config(overrides=[*settings, "model.device_map=auto"])
     model, tokenizer = policy_from_config(cfg.model)
-    assert {param.device.type for param in model.parameters()} == {"cpu"}
+    assert len(calls) == 2 and calls[1]["device_map"] == "auto"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"  # auto on one device: all of it there
+    assert {param.device.type for param in model.parameters()} == {expected}
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
     metrics = Trainer(cfg, model=model, tokenizer=tokenizer).train_step()
-    assert metrics["num_generated_tokens"] > 0
+    assert metrics["num_generated_tokens"] > 0 and metrics["optimizer_updates"] > 0
+    assert any(not torch.equal(before[name], param) for name, param in model.named_parameters())

@@ -47,9 +47,12 @@ def test_load_metrics_reads_a_run_folder_and_names_bad_lines(tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fake_history(4)))
     assert plots.load_metrics(run)["step"].tolist() == [1, 2, 3, 4]
     assert plots.objective_names(plots.load_metrics(run / "metrics.jsonl")) == ["correctness", "format"]
-    (run / "metrics.jsonl").write_text(json.dumps(fake_history(1)[0]) + "\n{broken\n")
+    (run / "metrics.jsonl").write_text(json.dumps(fake_history(1)[0]) + "\n{broken\n" + json.dumps(fake_history(2)[1]))
     with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
         plots.load_metrics(run)
+    # a last line still being written (or torn by a crash) is left out, not an error
+    (run / "metrics.jsonl").write_text(json.dumps(fake_history(1)[0]) + '\n{"step": 2, "rew')
+    assert plots.load_metrics(run)["step"].tolist() == [1]
     with pytest.raises(FileNotFoundError, match="03_training"):
         plots.load_metrics(tmp_path / "nothing-here")
 

@@ -3,6 +3,7 @@ exactly, non-finite updates are skipped, interrupts save."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from safetensors.torch import load_file
 from dapo_nb.checkpoint import latest_checkpoint
 from dapo_nb.config import load_config
 from dapo_nb.models import load_policy
+from dapo_nb.runs import RolloutRecord
 from dapo_nb.trainer import Trainer
 
 TIMING_KEYS = ("step_time", "tokens_per_second", "time/generate_and_score", "time/update")
@@ -51,7 +53,8 @@ def test_a_step_logs_trl_named_metrics_and_rollouts(tmp_path, train_file, model_
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(l)["step"] for l in lines] == [1]
     rollouts = [json.loads(l) for l in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
-    assert rollouts and {"prompt", "completion", "objectives", "advantage", "score"} <= set(rollouts[0])
+    assert rollouts and all(set(r) == {f.name for f in dataclasses.fields(RolloutRecord)} for r in rollouts)
+    assert all(r["backend"] == "dapo_nb" and isinstance(r["advantage"], float) for r in rollouts)
     changed = any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     assert changed
     assert latest_checkpoint(tmp_path / "ckpt" / "t").name == "step-1"  # saved at the end
@@ -158,11 +161,38 @@ def test_live_weight_change_applies_from_the_next_step(tmp_path, train_file, mod
     assert [h["weights/format"] for h in history] == [0.0, 0.5, 0.5]
 
 
-def test_greedy_mode_uses_a_batch_baseline(tmp_path, train_file, model_dir):
+def test_greedy_mode_uses_a_batch_baseline(tmp_path, train_file, model_dir, scratch_registry):
+    from dapo_nb import dapo
+    from dapo_nb.rewards import register_objective
+
+    # greedy completions of a group are identical, so their group advantages are all 0; a reward that differs by
+    # prompt (ground truths 0, 2, ..., 22) gives the batch baseline something to tell apart
+    register_objective(lambda completion, ground_truth, **_: int(ground_truth) / 22, name="answer_size", low=0, high=1)
     with pytest.warns(UserWarning, match="batch-level baseline"):
-        trainer = Trainer(make_cfg(tmp_path, train_file, "sampling.do_sample=false", "train.total_steps=1"))
-    m = trainer.train()[-1]
-    assert m["dynamic/num_gen_batches"] == 1 and m["dynamic/groups_kept"] == 2
+        trainer = Trainer(make_cfg(tmp_path, train_file, "sampling.do_sample=false", "train.total_steps=1",
+                                   "ppo.batch_size=3", "train.log_rollouts=9", "reward.objectives=[answer_size]",
+                                   "reward.weights={answer_size: 1.0}", "dapo.filter_metric=answer_size"))
+    batch, stats = trainer.collect()
+    assert stats["dynamic/num_gen_batches"] == 1 and stats["dynamic/groups_kept"] == 3  # no dynamic sampling
+    texts = batch.rollout.completion_texts
+    assert all(texts[i] == texts[i - i % 3] for i in range(9))  # identical within each group
+    scores = torch.tensor([int(ex.ground_truth) / 22 for ex in batch.examples])
+    torch.testing.assert_close(batch.scores, scores)
+    assert len(set(scores.tolist())) == 3  # three prompts, three rewards
+    expected = (scores - scores.mean()) / (scores.std() + 1e-6)  # (R - batch mean) / (batch std + eps)
+    advantages = trainer.advantages(batch)
+    torch.testing.assert_close(advantages, expected)
+    assert advantages.abs().max() > 0.5  # the batch baseline gives signal ...
+    assert torch.equal(dapo.group_advantages(batch.scores, batch.group_ids), torch.zeros(9))  # ... groups give none
+    # the step itself trains on these advantages: the logged rows of a step satisfy the same formula
+    m = trainer.train_step()
+    assert m["dynamic/groups_kept"] == 3 and m["optimizer_updates"] == 3
+    rows = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rows) == 9
+    logged = torch.tensor([r["score"] for r in rows])
+    torch.testing.assert_close(logged, torch.tensor([int(r["ground_truth"]) / 22 for r in rows]))
+    torch.testing.assert_close(torch.tensor([r["advantage"] for r in rows]),
+                               (logged - logged.mean()) / (logged.std() + 1e-6))
 
 
 def test_lora_trains_adapters_only_saves_them_and_uses_the_base_as_reference(tmp_path, train_file, model_dir):

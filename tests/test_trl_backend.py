@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ from dapo_nb.trl_backend import (
     train_with_trl,
 )
 from dapo_nb.rewards import reward_from_config
+from dapo_nb.runs import RolloutRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -195,7 +197,11 @@ def test_two_process_data_parallel(tmp_path, embedded_dir):
     lines = [json.loads(l) for l in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == list(range(1, steps + 1))  # written once, by rank 0
     assert all(m["rewards/plugin/mean"] > 0 and m["rewards/varied/mean"] > 0 and m["reward_std"] > 0 for m in lines)
-    assert len((tmp_path / "run/rollouts.jsonl").read_text().splitlines()) == steps * 4
+    rollouts = [json.loads(l) for l in (tmp_path / "run/rollouts.jsonl").read_text().splitlines()]
+    assert len(rollouts) == steps * 4
+    # the same schema as our trainer's lines; TRL computes advantages out of our sight, so they are null
+    assert all(set(r) == {f.name for f in dataclasses.fields(RolloutRecord)} and r["backend"] == "trl"
+               and r["advantage"] is None and (not r["truncated"] or r["length"] == 16) for r in rollouts)
     summary = json.loads(proc.stdout.strip().splitlines()[-1])  # printed once, by rank 0
     assert summary["backend"] == "trl" and summary["checkpoint"].endswith(f"checkpoint-{steps}")
 

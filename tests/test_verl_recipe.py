@@ -53,6 +53,19 @@ def test_what_cannot_travel_is_refused_before_writing(tmp_path, overrides, error
     assert not (tmp_path / "out").exists()
 
 
+def test_export_loads_neither_torch_nor_transformers(tmp_path):
+    """Exporting only writes files: a fresh interpreter running it must not import the training stack."""
+    code = (
+        "import sys\n"
+        "from dapo_nb.cli import main\n"
+        f"rc = main(['export', 'verl', 'out_dir={tmp_path / 'v'}', 'model.pretrained_model_name_or_path=Qwen/Qwen2.5-1.5B-Instruct',"
+        f" 'data.train_path={ROOT / 'data' / 'train.jsonl'}', 'data.test_path={ROOT / 'data' / 'test.jsonl'}'])\n"
+        "print(rc, sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "0 []", out.stderr[-2000:]
+    assert (tmp_path / "v" / "run_verl_dapo.sh").is_file()
+
+
 def test_cli_needs_out_dir(capsys):
     assert cli_main(["export", "verl", "ppo.batch_size=2"]) == 2
     assert "out_dir" in capsys.readouterr().err

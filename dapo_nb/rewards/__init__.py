@@ -22,7 +22,7 @@ from .objectives import (
     register_objective,
 )
 from .plugins import CONTRACTS, ERROR_KINDS, ON_ERROR, PluginError, load_plugin
-from .reward import MultiObjectiveReward, RewardBatch, reward_from_config
+from .reward import MultiObjectiveReward, RewardBatch, objective_names, reward_from_config
 from .scalarize import NORMALIZATIONS, SCALARIZERS, ScalarizeError
 from .weights import LiveWeights, WeightsError
 
@@ -40,6 +40,7 @@ __all__ = [
     "PluginError",
     "RewardBatch",
     "reward_from_config",
+    "objective_names",
     "SCALARIZERS",
     "SEED_WEIGHTS",
     "ScalarizeError",

@@ -73,8 +73,22 @@ class RewardBatch:
     split: str = "train"
     error_messages: list[str] = field(default_factory=list)
 
+    @staticmethod
+    def concat(batches: Sequence[RewardBatch]) -> RewardBatch:
+        """One batch of all rows of `batches` (weights of the last, error counts summed), e.g. a step's generation batches."""
+        if not batches:
+            raise ValueError("RewardBatch.concat needs at least one batch")
+        names = list(batches[0].objectives)
+        return RewardBatch(
+            scores=[s for b in batches for s in b.scores],
+            objectives={n: [v for b in batches for v in b.objectives.get(n, [math.nan] * len(b.scores))] for n in names},
+            weights=dict(batches[-1].weights), valid=[ok for b in batches for ok in b.valid],
+            error_counts={k: sum(b.error_counts.get(k, 0) for b in batches) for k in batches[-1].error_counts},
+            step=batches[-1].step, split=batches[-1].split,
+            error_messages=[m for b in batches for m in b.error_messages])
+
     def metrics(self) -> dict[str, float]:
-        """TRL-style metric names over the valid samples (population std)."""
+        """TRL-style metric names over the valid samples (population std); both training backends log these."""
         keep = [i for i, ok in enumerate(self.valid) if ok]
         mean, std = _mean_std([self.scores[i] for i in keep])
         out = {"reward": mean, "reward_std": std}
@@ -183,7 +197,10 @@ class MultiObjectiveReward:
         split: str = "train",
         infos: Sequence[Mapping[str, Any]] | None = None,
     ) -> RewardBatch:
-        """Score a batch of completions; `infos` (e.g. qid, data_source) reach objectives and plugins."""
+        """Score a batch of completions; `infos` (e.g. qid, data_source) reach objectives and plugins.
+
+        With split="train" the batch applies due schedule entries and is recorded in the weights' history; any other
+        split (evaluation) only reads the current weights."""
         completions = _check_list(completions, "completions", None, (str,))
         count = len(completions)
         ground_truths = _check_list(ground_truths, "ground_truths", count, (str,))
@@ -234,7 +251,10 @@ class MultiObjectiveReward:
                 self._logged_kinds.add((names[0], failure.kind))
                 logger.warning("%s [on_error=%s; later ones of this kind are only counted]", message, self.on_error)
 
-        step, weights = self.weights.begin_batch(step)
+        if split == "train":  # a training batch: apply due schedule entries, record the weights it used
+            step, weights = self.weights.begin_batch(step)
+        else:  # evaluation reads the weights and changes nothing (training may be running in another thread)
+            step, weights = step or 0, self.weights.get()
         for name in weights:  # weights for breakdown keys of a plugin that has not succeeded yet
             columns.setdefault(name, [0.0] * count)
         declared_high = {name: objective.high for name, objective in self.objectives.items()}
@@ -319,13 +339,21 @@ def check_number_or_raise(value: Any, what: str) -> float:
         raise ValueError(problem.problem) from None
 
 
+def objective_names(reward_cfg) -> list[str]:
+    """The objectives a config's `reward` group describes: those listed in `reward.objectives`, then any that only a
+    weight or a schedule entry names (without a plugin; a plugin's breakdown keys are known after its first call)."""
+    named = [*reward_cfg.weights, *(name for entry in reward_cfg.schedule.values() for name in entry)]
+    extra = [] if reward_cfg.plugin else [n for n in named if n != "plugin"]
+    return list(dict.fromkeys([*reward_cfg.objectives, *extra]))
+
+
 def reward_from_config(cfg) -> MultiObjectiveReward:
-    """The multi-objective reward described by a dapo_nb `Config`'s `reward` group (weights given for unlisted
-    objectives add them); the overlong objective's L_max is `sampling.max_new_tokens`."""
+    """The multi-objective reward described by a dapo_nb `Config`'s `reward` group (objectives: `objective_names`);
+    the overlong objective's L_max is `sampling.max_new_tokens`."""
     r = cfg.reward
-    objectives = list(r.objectives) + [n for n in r.weights if n not in r.objectives and n != "plugin" and not r.plugin]
     return MultiObjectiveReward(
-        objectives=objectives or None, weights=dict(r.weights), scalarizer=r.scalarizer, normalization=r.normalization,
-        plugin=r.plugin, on_error=r.on_error, schedule=dict(r.schedule) or None,
-        overlong_max_len=cfg.sampling.max_new_tokens, overlong_buffer_len=r.overlong_buffer_len,
+        objectives=objective_names(r) or None, weights=dict(r.weights), scalarizer=r.scalarizer,
+        normalization=r.normalization, plugin=r.plugin, on_error=r.on_error, schedule=dict(r.schedule) or None,
+        ideal=dict(r.ideal) or None, mu=r.mu, overlong_max_len=cfg.sampling.max_new_tokens,
+        overlong_buffer_len=r.overlong_buffer_len,
     )
