@@ -151,7 +151,7 @@ class TrainConfig:
     save_every: int = 25  # checkpoint every N steps (0 = only at the end)
     resume: bool = False  # continue from the latest checkpoint of this run
     log_rollouts: int = 4  # completions per step written to rollouts.jsonl
-    threads: int = 0  # torch CPU threads; 0 = torch's default
+    threads: int = 0  # torch CPU threads; 0 = before each step, the cores other processes left free (cpu_threads.py)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from . import dapo
 from .checkpoint import latest_checkpoint, load_trainer_state, remove_temp_dirs, save_checkpoint
 from .config import Config, ConfigError, to_dict
+from .cpu_threads import AdaptiveThreads
 from .data import load_prompts, question_text, render_prompts
 from .generate import Rollout, completion_logprobs, generate_rollouts, is_greedy
 from .models import apply_lora, policy_from_config
@@ -52,6 +53,7 @@ class Trainer:
         self.cfg = cfg.validate()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        self.cpu_threads = None if cfg.train.threads else AdaptiveThreads()  # fewer threads beside a busy neighbour
         torch.manual_seed(cfg.train.seed)
         if model is None:
             model, tokenizer = policy_from_config(cfg.model)
@@ -314,6 +316,7 @@ class Trainer:
     def train_step(self) -> dict:
         """Collect a batch, update, log; returns this step's metrics."""
         t0 = time.perf_counter()
+        threads = self.cpu_threads.update() if self.cpu_threads else torch.get_num_threads()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         batch, metrics = self.collect()
         t1 = time.perf_counter()
@@ -327,7 +330,7 @@ class Trainer:
             metrics.update({"optimizer_updates": 0, "skipped_updates": 0})
         self.step += 1
         seconds = time.perf_counter() - t0
-        metrics.update({"step": self.step, "scalarizer": self.reward.scalarizer, "step_time": seconds, "time/generate_and_score": t1 - t0,
+        metrics.update({"step": self.step, "scalarizer": self.reward.scalarizer, "cpu_threads": threads, "step_time": seconds, "time/generate_and_score": t1 - t0,
                         "time/update": seconds - (t1 - t0), "tokens_per_second": metrics["num_generated_tokens"] / seconds})
         self.history.append(metrics)
         append_metrics(self.output_dir, metrics)

@@ -27,7 +27,7 @@ def make_cfg(tmp_path, train_file, *extra):
     return load_config(overrides=[
         f"model.pretrained_model_name_or_path={tmp_path / 'model'}", f"data.train_path={train_file}",
         "sampling.max_new_tokens=6", "ppo.batch_size=2", "ppo.mini_batch_size=1", "dapo.group_size=3",
-        "ppo.learning_rate=1e-3", "train.total_steps=4", "train.save_every=0", f"train.output_dir={tmp_path / 'run'}",
+        "ppo.learning_rate=1e-3", "train.total_steps=4", "train.save_every=0", "train.threads=1", f"train.output_dir={tmp_path / 'run'}",
         f"train.checkpoint_dir={tmp_path / 'ckpt'}", "train.run_name=t",
         # random tiny models are never correct, so filter on a shaped objective that varies
         "reward.objectives=[detail]", "reward.weights={detail: 1.0}", "dapo.filter_metric=detail",
@@ -229,3 +229,26 @@ def test_bf16_autocast_runs_and_reports_the_rollout_update_gap(tmp_path, train_f
     mixed = Trainer(make_cfg(tmp_path, train_file, "train.total_steps=1", "model.autocast=bf16",
                              f"train.output_dir={tmp_path / 'bf16'}")).train_step()
     assert 1e-4 < mixed["logprobs/update_vs_rollout_abs_diff"] < 1.0 and mixed["optimizer_updates"] > 0
+
+
+def test_default_threads_make_room_for_a_busy_neighbour():
+    """train.threads=0: the step after another process kept a core busy runs one torch thread fewer."""
+    import subprocess
+    import sys
+    import time
+
+    from dapo_nb.cpu_threads import AdaptiveThreads
+
+    policy = AdaptiveThreads()
+    if not policy.active or policy.cores < 2:
+        pytest.skip("needs Linux /proc/stat describing this process's CPUs, and 2 or more of them")
+    before = torch.get_num_threads()
+    neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(2.0)
+        assert policy.update() == policy.cores - policy.busy_neighbours < policy.cores
+        assert torch.get_num_threads() == policy.cores - policy.busy_neighbours
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+        torch.set_num_threads(before)
