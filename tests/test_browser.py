@@ -11,7 +11,7 @@ download) to open the notebook, Run > Run All Cells, wait for the control panel,
 weight slider's readout while training runs, and check that `runs/<run>/metrics.jsonl` records the old weight
 at an early step and the new one at a later step. Stop (the panel's button) ends the run with a checkpoint.
 
-Screenshots (git-ignored): notebooks/executed/browser.png and browser-harness.png; on failure
+Screenshots (git-ignored): tests/output/browser/browser.png and browser-harness.png; on failure
 browser-failure.png / browser-harness-failure.png, and the error carries the first traceback shown in the
 notebook or the tail of JupyterLab's log. Without Chromium or Playwright the tests skip locally and fail
 under CI=true. `test_widget_harness` proves the JupyterLab + Chromium + ipywidgets path on a two-cell
@@ -33,7 +33,7 @@ from browser_support.lab import (JupyterLab, cell_errors, launch_chromium, open_
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
-SCREENSHOT_DIR = REPO / "notebooks" / "executed"  # git-ignored
+SCREENSHOT_DIR = REPO / "tests" / "output" / "browser"  # git-ignored; never the user's notebooks/executed/
 TRAINING_NOTEBOOK = "notebooks/03_training.ipynb"
 RUN_NAME = "browser"
 MOVED, OLD, NEW = "format", 0.2, 0.75  # the slider the test moves, its start and its new value

@@ -2,7 +2,7 @@
 
 The executions run papermill in-process with tiny parameters (2 prompts x G=2, 8-12 new tokens, 2 training
 steps) in a temp working directory (its runs/ and checkpoints/ are thrown away); the executed copies go to
-the git-ignored notebooks/executed/ for a person to open. The kernel is `python3`, registered for these tests
+the git-ignored tests/output/notebooks/ for a person to open (never the user's notebooks/executed/). The kernel is `python3`, registered for these tests
 in a temp JUPYTER_PATH so that it runs this interpreter (the repo's .venv), whatever kernels the machine has,
 with one torch thread (on a busy 2-core machine two threads spin against each other: 3x slower, measured).
 """
@@ -23,7 +23,7 @@ from dapo_nb.arithmetic import make_splits, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-EXECUTED = NOTEBOOKS / "executed"
+EXECUTED = REPO / "tests" / "output" / "notebooks"  # git-ignored; never the user's notebooks/executed/
 NAMES = ["01_reward_design", "02_rollout_inspection", "03_training", "04_analysis"]
 PARAMETER_LINE = re.compile(r"^(?P<name>\w+): (?P<type>str|int|float|bool|list|dict) = (?P<value>.+?)  # (?P<help>\S.*)$")
 
@@ -48,6 +48,8 @@ def test_committed_clean_with_title_purpose_and_checks(name):
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in code), "strip outputs before committing"
+    ids = [c.get("id") for c in nb.cells]  # without them papermill warns MissingIDFieldWarning on every run
+    assert all(ids) and len(set(ids)) == len(ids), "every cell needs a unique id"
     assert nb.metadata["kernelspec"]["name"] == "python3"
     title, purpose = nb.cells[0].source.split("\n\n", 1)
     assert title.startswith("# ") and not title.startswith("##"), "first cell: an H1 title"
@@ -100,10 +102,10 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def execute(name: str, workdir: Path, parameters: dict) -> nbformat.NotebookNode:
-    """Run notebooks/<name>.ipynb with papermill; the executed copy is notebooks/executed/<name>.ipynb."""
+    """Run notebooks/<name>.ipynb with papermill; the executed copy is tests/output/notebooks/<name>.ipynb."""
     import papermill
 
-    EXECUTED.mkdir(exist_ok=True)
+    EXECUTED.mkdir(parents=True, exist_ok=True)
     out = EXECUTED / f"{name}.ipynb"
     papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters, kernel_name="python3",
                                cwd=str(workdir), progress_bar=False, execution_timeout=600)
