@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(VENV)/bin/papermill notebooks/03_training.ipynb notebooks/executed/03_training.ipynb -y 'schedule: {5: {format: 1.0}}'
 
 smoke: $(STAMP)
-	$(VENV)/bin/dapo-nb smoke data.train_path=data/train.jsonl
+	$(VENV)/bin/dapo-nb smoke
 
 # Debian's chromium for the real-browser test (root only; elsewhere that test is skipped, and fails under CI=true)
 test: $(STAMP)

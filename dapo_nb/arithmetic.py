@@ -15,9 +15,13 @@ level's problems unchanged. Each level's stream is deduplicated by question text
 `test_per_level` problems go to the test split and the next `train_per_level` to train, so the
 two splits never share a question, and the test split stays the same when train grows.
 
-Regenerate the committed files (see data/README.md for the exact command):
+The committed files are package data, `dapo_nb/data_files/arithmetic/{train,test}.jsonl`, named
+`builtin:arithmetic/train` / `builtin:arithmetic/test` in configs (`data/` in a clone links to them).
+Regenerate them (see data/README.md for the exact command):
 
-    python -m dapo_nb.arithmetic --out-dir data --seed 0 --levels 1 2 3 ...
+    python -m dapo_nb.arithmetic --out-dir dapo_nb/data_files/arithmetic --seed 0 --levels 1 2 3 ...
+
+Without --out-dir the files go to ./data, e.g. for a task of your own levels and sizes.
 
 Departure from the paper: DAPO trains on DAPO-Math-17k (competition problems with integer
 answers). This task keeps the integer-answer contract but is sized for a 135M-parameter model on

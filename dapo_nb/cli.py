@@ -7,16 +7,31 @@
     dapo-nb smoke [config.yaml] [key=value ...]   load the policy, sample a few rollouts, print them
     dapo-nb export verl [config.yaml] out_dir=DIR [key=value ...]
                                                   verl parquet data, reward module and DAPO launch script in DIR
-    dapo-nb keys                                  every config key with its default
+    dapo-nb keys [PATTERN]                        every config key (or those matching PATTERN) with its default,
+                                                  type and documentation
+
+    dapo-nb COMMAND --help                        that command's usage
+    --debug (anywhere), or DAPO_NB_DEBUG=1        show the traceback of an error instead of one line
+
+Data: data.train_path and data.test_path default to builtin:arithmetic/train and builtin:arithmetic/test, the task
+shipped inside the package, so every command works from any directory. Any other path is relative to the working
+directory.
+
+Errors: a mistake in what you gave (a key, a value, a file, its data, a reward plugin, a model or checkpoint path)
+ends the command with one line on stderr and exit code 2; anything else (a bug) with one line, a hint to rerun with
+--debug, and exit code 1.
 
 The seed's command line runs unchanged apart from the program name, e.g.
-    dapo-nb train model.pretrained_model_name_or_path=Qwen/Qwen2.5-1.5B-Instruct model.force_float32=true \
-        sampling.max_new_tokens=16 sampling.context_max_len=64 ppo.batch_size=1 ppo.mini_batch_size=1 \
+    dapo-nb train model.pretrained_model_name_or_path=Qwen/Qwen2.5-1.5B-Instruct model.force_float32=true \\
+        sampling.max_new_tokens=16 sampling.context_max_len=64 ppo.batch_size=1 ppo.mini_batch_size=1 \\
         data.train_path=./data/train.jsonl train.total_steps=50
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fnmatch
 import gc
 import json
 import os
@@ -24,8 +39,138 @@ import sys
 import textwrap
 import time
 
+import yaml
 
-from .config import Config, ConfigError, all_keys, get_key, load_config, to_yaml
+from .config import Config, ConfigError, all_keys, get_key, key_docs, load_config, to_yaml
+
+_OPTIONS = """
+options:
+  -h, --help   show this help and exit
+  --debug      on an error, show the traceback instead of one line (also: DAPO_NB_DEBUG=1)"""
+
+_CONFIG_ARGS = """
+  config.yaml  optional YAML file of groups (model:, data:, ppo:, ...), applied before the overrides
+  key=value    dotted overrides with YAML values, e.g. ppo.batch_size=8 reward.weights.format=0.5;
+               `dapo-nb keys` lists every key with its default and documentation"""
+
+USAGE = {
+    "train": f"""usage: dapo-nb train [config.yaml] [key=value ...]
+
+DAPO training on data.train_path (default builtin:arithmetic/train, the task shipped with the package).
+Prints the resolved config, then one JSON summary line (run, metrics file, last checkpoint, last step's metrics).
+Metrics go to runs/<train.run_name>/metrics.jsonl, checkpoints to <train.checkpoint_dir>/<train.run_name>/step-N.
+backend=trl trains with TRL's GRPOTrainer instead; data parallel over N processes:
+  accelerate launch --num_processes N -m dapo_nb.cli train backend=trl ...
+{_CONFIG_ARGS}
+
+examples:
+  dapo-nb train train.total_steps=20 reward.weights.format=0.5
+  dapo-nb train run.yaml data.train_path=my_prompts.jsonl train.run_name=mine
+  dapo-nb train train.run_name=mine train.resume=true
+{_OPTIONS}""",
+    "eval": f"""usage: dapo-nb eval [config.yaml] [key=value ...]
+
+Greedy pass@1 and sampled avg@k (eval.num_samples) of model.pretrained_model_name_or_path (a model or a dapo-nb
+checkpoint folder) on data.test_path (default builtin:arithmetic/test); the last line is a JSON summary.
+{_CONFIG_ARGS}
+
+examples:
+  dapo-nb eval eval.num_samples=0 eval.max_prompts=50
+  dapo-nb eval model.pretrained_model_name_or_path=checkpoints/dapo/step-50
+{_OPTIONS}""",
+    "smoke": f"""usage: dapo-nb smoke [config.yaml] [key=value ...]
+
+Load the policy, sample dapo.group_size completions for the first ppo.batch_size prompts of data.train_path and
+print them with their lengths: a quick check that model, data and sampling settings work together.
+{_CONFIG_ARGS}
+
+example:
+  dapo-nb smoke ppo.batch_size=2 sampling.max_new_tokens=32
+{_OPTIONS}""",
+    "export": f"""usage: dapo-nb export verl [config.yaml] out_dir=DIR [key=value ...]
+
+Write a verl DAPO run for this config into DIR: train.parquet and test.parquet (data.train_path / data.test_path
+in verl's schema), reward.py (the configured reward as a verl compute_score) and run_verl_dapo.sh. Imports no
+torch. verl is the only target.
+{_CONFIG_ARGS}
+
+example:
+  dapo-nb export verl out_dir=verl_run ppo.batch_size=64 dapo.group_size=16
+{_OPTIONS}""",
+    "keys": f"""usage: dapo-nb keys [PATTERN]
+
+Every config key as key=default (type), then its documentation (the comment beside the field in dapo_nb/config.py).
+PATTERN keeps the keys that contain it (case-insensitive), or, when it holds * ? or [, the keys matching it as a glob.
+
+examples:
+  dapo-nb keys
+  dapo-nb keys batch
+  dapo-nb keys 'reward.*'
+{_OPTIONS}""",
+}
+
+# The package's own error classes, by module: each says what the user got wrong. Looked up in sys.modules, never
+# imported here, so that `export verl` and `keys` stay free of torch (an error of a module never loaded cannot occur).
+USER_ERRORS = (
+    ("dapo_nb.config", "ConfigError"),
+    ("dapo_nb.data", "DataValidationError"),
+    ("dapo_nb.models", "ModelNotFoundError"),
+    ("dapo_nb.rewards.plugins", "PluginError"),
+    ("dapo_nb.rewards.objectives", "ObjectiveError"),
+    ("dapo_nb.rewards.scalarize", "ScalarizeError"),
+    ("dapo_nb.rewards.weights", "WeightsError"),
+    ("dapo_nb.rewards.verl_export", "VerlExportError"),
+    ("dapo_nb.runs", "UnfilledBatchError"),
+    ("dapo_nb.dapo", "DapoInputError"),
+)
+# Raised while reading what the user pointed at (a config file, data, a plugin, a model or checkpoint), these mean
+# the input is wrong; raised anywhere else, they are bugs.
+INPUT_ERRORS = (OSError, ValueError, ImportError, yaml.YAMLError)
+EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
+
+
+@contextlib.contextmanager
+def _reading(what: str | None = None):
+    """Code in this block reads user input; `what` (a key or file) is named in the error line of what fails here."""
+    try:
+        yield
+    except Exception as err:
+        if not hasattr(err, "_dapo_nb_reading"):  # the innermost block names it
+            with contextlib.suppress(AttributeError):
+                err._dapo_nb_reading = what
+        raise
+
+
+def is_user_error(err: BaseException) -> bool:
+    """The package's own errors anywhere; OSError / ValueError / ImportError / YAML errors while reading input."""
+    for module, name in USER_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and isinstance(err, cls):
+            return True
+    return hasattr(err, "_dapo_nb_reading") and isinstance(err, INPUT_ERRORS)
+
+
+def _one_line(text: str) -> str:
+    """A multi-line message as one line."""
+    out = ""
+    for line in (line.strip() for line in str(text).splitlines()):
+        if line:
+            out = line if not out else out + (" " if out[-1] in ".,:;!?" else "; ") + line
+    return out
+
+
+def error_line(command: str, err: BaseException) -> tuple[int, str]:
+    """(exit code, the one line for stderr) for an error that ended `dapo-nb <command>`."""
+    what = getattr(err, "_dapo_nb_reading", None)
+    prefix = f"dapo-nb {command}: " + (f"{what}: " if what else "")
+    message = _one_line(str(err)) or "(no message)"
+    if is_user_error(err):
+        return EXIT_USER_ERROR, f"{prefix}{type(err).__name__}: {message}"
+    return EXIT_BUG, f"{prefix}unexpected {type(err).__name__}: {message} (rerun with --debug for the traceback)"
+
+
+# ----------------------------------------------------------------------------
+# Shared steps: each reads user input, so its failures are the user's to fix
 
 
 def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
@@ -38,35 +183,96 @@ def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
     return None, args
 
 
-def cmd_keys(_args: list[str]) -> None:
-    """Print every config key with its default value."""
-    cfg = Config()
-    for key in all_keys():
-        print(f"{key} = {get_key(cfg, key)!r}")
+def _config(args: list[str]) -> Config:
+    path, overrides = _split_args(args)
+    with _reading(f"config file {path}" if path else None):
+        try:
+            return load_config(path, overrides)
+        except ConfigError as err:  # its message names the file or the override already
+            err._dapo_nb_reading = None
+            raise
+
+
+def _prompts(cfg: Config, which: str):
+    """The prompts at data.train_path (which="train") or data.test_path ("test"), validated; before the slow model load."""
+    from .data import load_prompts_from_config
+
+    with _reading(f"data.{which}_path"):
+        return load_prompts_from_config(cfg.data, which)
+
+
+def _reward(cfg: Config):
+    from .rewards import reward_from_config
+
+    with _reading("reward"):
+        return reward_from_config(cfg)
 
 
 def _load(cfg: Config):
     from .models import describe, policy_from_config
 
     t0 = time.perf_counter()
-    model, tokenizer = policy_from_config(cfg.model)
+    with _reading(f"model.pretrained_model_name_or_path={cfg.model.pretrained_model_name_or_path}"):
+        model, tokenizer = policy_from_config(cfg.model)
     print(f"loaded {describe(model)} in {time.perf_counter() - t0:.1f}s", flush=True)
     return model, tokenizer
 
 
+# ----------------------------------------------------------------------------
+# Commands
+
+
+def _key_types(node=None, prefix: str = "") -> dict[str, str]:
+    """Each dotted key's annotation as written in config.py, e.g. 'str | None'."""
+    node = Config() if node is None else node
+    types = {}
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            types.update(_key_types(value, f"{prefix}{f.name}."))
+        else:
+            types[prefix + f.name] = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return types
+
+
+def _yaml_value(value) -> str:
+    """A value as an override would spell it: YAML flow style (null, [a, b], {x: 1.0})."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
+    return text[: -len("...")].strip() if text.endswith("\n...") else text
+
+
+def cmd_keys(args: list[str]) -> None:
+    """Print each config key (those matching PATTERN) as key=default (type) with its documentation."""
+    if len(args) > 1:
+        raise ConfigError(f"dapo-nb keys takes at most one PATTERN, got {len(args)}: {' '.join(args)}")
+    pattern = args[0] if args else ""
+    glob = any(c in pattern for c in "*?[")
+    keys = [k for k in all_keys()
+            if (fnmatch.fnmatchcase(k, pattern) if glob else pattern.lower() in k.lower())]
+    if not keys:
+        raise ConfigError(f"no config key matches {pattern!r}; `dapo-nb keys` lists them all")
+    cfg, docs, types = Config(), key_docs(), _key_types()
+    for key in keys:
+        print(f"{key}={_yaml_value(get_key(cfg, key))}  ({types[key]})")
+        if docs.get(key):
+            print(textwrap.fill(docs[key], width=110, initial_indent="    ", subsequent_indent="    "))
+
+
 def cmd_train(args: list[str]) -> None:
     """Run DAPO training as configured (backend dapo_nb or trl); print the last step's main metrics as JSON."""
-    import torch
-
-    cfg = load_config(*_split_args(args))
+    cfg = _config(args)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, only rank 0 prints
     if main_process:
         print(to_yaml(cfg), flush=True)
+    _prompts(cfg, "train")  # a missing or bad file fails now, not after loading the model
+    reward = _reward(cfg)
     model, tokenizer = _load(cfg)
     if cfg.backend == "trl":
+        import torch
+
         from .trl_backend import last_checkpoint, train_with_trl
 
-        history = train_with_trl(cfg, model=model, tokenizer=tokenizer)
+        history = train_with_trl(cfg, model=model, tokenizer=tokenizer, reward=reward)
         checkpoint = last_checkpoint(cfg)
         if torch.distributed.is_initialized():
             # The trainer's DDP wrapper holds the process group and outlives train_with_trl in reference cycles; freed
@@ -76,7 +282,8 @@ def cmd_train(args: list[str]) -> None:
     else:
         from .trainer import Trainer
 
-        trainer = Trainer(cfg, model=model, tokenizer=tokenizer)
+        with _reading():  # the data, the tokenizer's chat template, train.resume's checkpoint
+            trainer = Trainer(cfg, model=model, tokenizer=tokenizer, reward=reward)
         history = trainer.train()
         checkpoint = trainer.checkpoint_root / f"step-{trainer.step}"
     last = history[-1] if history else {}
@@ -88,21 +295,20 @@ def cmd_train(args: list[str]) -> None:
 
 def cmd_eval(args: list[str]) -> None:
     """Evaluate a model or checkpoint on data.test_path; the last line is a JSON summary."""
+    cfg = _config(args)
+    examples = _prompts(cfg, "test")
+    reward = _reward(cfg)
     import torch
 
-    from .data import load_prompts
     from .evaluate import evaluate
-    from .rewards import reward_from_config
 
-    cfg = load_config(*_split_args(args))
     torch.manual_seed(cfg.train.seed)
     model, tokenizer = _load(cfg)
-    examples = load_prompts(cfg.data.test_path)
     if cfg.eval.max_prompts:
         examples = examples[: cfg.eval.max_prompts]
     t0 = time.perf_counter()
     summary = evaluate(
-        model, tokenizer, examples, reward_from_config(cfg), system_prompt=cfg.data.system_prompt,
+        model, tokenizer, examples, reward, system_prompt=cfg.data.system_prompt,
         max_new_tokens=cfg.sampling.max_new_tokens, context_max_len=cfg.sampling.context_max_len,
         num_samples=cfg.eval.num_samples, temperature=cfg.sampling.temperature or 1.0, seed=cfg.train.seed)
     summary = {"model": cfg.model.pretrained_model_name_or_path, "data": cfg.data.test_path,
@@ -112,17 +318,18 @@ def cmd_eval(args: list[str]) -> None:
 
 def cmd_smoke(args: list[str]) -> None:
     """Load the model, generate G rollouts for a few training prompts, print them."""
+    cfg = _config(args)
+    examples = _prompts(cfg, "train")[: cfg.ppo.batch_size]
+    print(to_yaml(cfg))
     import torch
 
-    from .data import load_prompts, render_prompts
+    from .data import render_prompts
     from .generate import generate_rollouts
 
-    cfg = load_config(*_split_args(args))
-    print(to_yaml(cfg))
     torch.manual_seed(cfg.train.seed)
     model, tokenizer = _load(cfg)
-    examples = load_prompts(cfg.data.train_path)[: cfg.ppo.batch_size]
-    prompts = render_prompts(tokenizer, examples, cfg.data.system_prompt)
+    with _reading("model.pretrained_model_name_or_path"):  # a tokenizer without a chat template
+        prompts = render_prompts(tokenizer, examples, cfg.data.system_prompt)
     generator = torch.Generator(device=model.device).manual_seed(cfg.train.seed)
     t0 = time.perf_counter()
     rollout = generate_rollouts(
@@ -142,15 +349,16 @@ def cmd_smoke(args: list[str]) -> None:
 
 def cmd_export(args: list[str]) -> None:
     """`export verl out_dir=DIR ...`: write a verl DAPO run (data, reward module, launch script) for this config."""
-    from .verl_recipe import export_verl
-
     if not args or args[0] != "verl":
         raise ConfigError("usage: dapo-nb export verl [config.yaml] out_dir=DIR [key=value ...] (verl is the only target)")
     out_dirs = [a.split("=", 1)[1] for a in args[1:] if a.startswith("out_dir=")]
     if len(out_dirs) != 1 or not out_dirs[0]:
         raise ConfigError("dapo-nb export verl needs exactly one out_dir=DIR (where the run's files go)")
-    cfg = load_config(*_split_args([a for a in args[1:] if not a.startswith("out_dir=")]))
-    paths = export_verl(cfg, out_dirs[0])
+    cfg = _config([a for a in args[1:] if not a.startswith("out_dir=")])
+    from .verl_recipe import export_verl
+
+    with _reading():  # data files, the reward plugin, out_dir
+        paths = export_verl(cfg, out_dirs[0])
     for what, path in paths.items():
         print(f"{what:7s} {path}")
     print(f"run it on a GPU machine with verl installed: bash {paths['script']}")
@@ -159,23 +367,43 @@ def cmd_export(args: list[str]) -> None:
 COMMANDS = {"train": cmd_train, "export": cmd_export, "eval": cmd_eval, "smoke": cmd_smoke, "keys": cmd_keys}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print(__doc__)
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    from .data import DataValidationError
-    from .models import ModelNotFoundError
-    from .rewards import PluginError, WeightsError
-    from .rewards.verl_export import VerlExportError
-    from .runs import UnfilledBatchError
+def _debug_from_env() -> bool:
+    return os.environ.get("DAPO_NB_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors end it with one line on stderr (exit 2: user error, 1: bug) unless --debug."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or _debug_from_env()
+    argv = [a for a in argv if a != "--debug"]
+    command, args = (argv[0], argv[1:]) if argv else ("--help", [])
+    if command not in COMMANDS and command not in ("-h", "--help"):
+        print(f"dapo-nb: unknown command {command!r}; choose one of {', '.join(COMMANDS)} (dapo-nb --help)",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
-        COMMANDS[argv[0]](argv[1:])
-    except (ConfigError, DataValidationError, ModelNotFoundError, PluginError, WeightsError,
-            VerlExportError, UnfilledBatchError) as err:
-        print(f"dapo-nb {argv[0]}: {type(err).__name__}: {err}", file=sys.stderr)
-        return 2
+        if command in ("-h", "--help"):
+            print(__doc__)
+        elif "-h" in args or "--help" in args:
+            print(USAGE[command])
+        else:
+            COMMANDS[command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"dapo-nb {command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout went away (dapo-nb keys | head): nothing left to say
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as err:
+        if debug:
+            raise
+        code, line = error_line(command, err)
+        print(line, file=sys.stderr, flush=True)
+        return code
     return 0
 
 

@@ -26,7 +26,8 @@ from typing import Any
 
 import yaml
 
-from .rewards.plugins import ON_ERROR
+from .data import ANSWER_FORMATS
+from .rewards.plugins import ON_ERROR, PluginError, config_plugin_entries, parse_plugin_entries
 from .rewards.scalarize import NORMALIZATIONS, SCALARIZERS
 
 
@@ -34,6 +35,7 @@ from .rewards.scalarize import NORMALIZATIONS, SCALARIZERS
 # loss's live here and dapo.py imports them (this module must stay importable without torch).
 STD_SCALES = ("group", "batch", "none")  # dapo.std_scale
 LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")  # dapo.loss_agg
+REPORT_TO = ("none", "tensorboard", "wandb", "trackio")  # train.report_to: TRL's tracker names (trackers.py)
 OPTIONS = {
     "backend": ("dapo_nb", "trl"),
     "trl.vllm_mode": ("colocate", "server"),
@@ -45,6 +47,7 @@ OPTIONS = {
     "reward.scalarizer": SCALARIZERS,
     "reward.normalization": NORMALIZATIONS,
     "reward.on_error": ON_ERROR,
+    "data.answer_format": ANSWER_FORMATS,
 }
 
 
@@ -80,10 +83,19 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train_path: str = "data/train.jsonl"  # seed key: jsonl {"qid","prompt","ground_truth"}, parquet, or HF dataset
-    test_path: str = "data/test.jsonl"  # held-out prompts for `dapo-nb eval` and before/after checks
+    train_path: str = "builtin:arithmetic/train"  # seed key: jsonl {"qid","prompt","ground_truth"}, parquet, HF dataset,
+    #                 or builtin:<task>/<split>, a file shipped in the package (the arithmetic task); paths are relative to the working directory
+    test_path: str = "builtin:arithmetic/test"  # held-out prompts for `dapo-nb eval` and before/after checks (same forms as train_path)
     system_prompt: str | None = None  # None = the task's default instruction (answer format); "" = no system message
     shuffle: bool = True  # shuffle training prompts each pass (seeded by train.seed)
+    train_split: str = "train"  # split of a Hugging Face dataset or data folder read for train_path (slices like train[:1000] work)
+    test_split: str = "test"  # split read for test_path (`dapo-nb eval`, before/after checks)
+    subset: str | None = None  # Hugging Face dataset config (subset), e.g. main for openai/gsm8k; None = its only one
+    prompt_key: str = "prompt"  # field holding the question (text or chat messages), e.g. question (GSM8K), problem (MATH)
+    answer_key: str = "ground_truth"  # field holding the reference answer, e.g. answer (GSM8K), solution (MATH); a.b = nested
+    answer_format: str = "plain"  # how answer_key holds the answer: plain (all of it) | gsm8k (after the last ####) | boxed (last \boxed{})
+    id_key: str | None = None  # field holding a unique id; None = qid when present, else <data_source>-<row>
+    skip_unparsed: bool = False  # drop records whose answer answer_format cannot find (counted in one warning) instead of failing
 
 
 @dataclass
@@ -134,7 +146,8 @@ class RewardConfig:
     ideal: dict[str, float] = field(default_factory=dict)  # Tchebycheff ideal point z*_i per objective; unlisted = the objective's upper bound
     mu: float = 0.1  # smooth_tchebycheff smoothing: -> 0 is tchebycheff, large spreads credit over every objective's gap
     normalization: str = "none"  # none | group_zscore (z-score each objective within a prompt group, then combine)
-    plugin: str | None = None  # a .py file with the seed's (or verl's) compute_score; its breakdown keys become objectives
+    plugin: str | None = None  # one reward plugin, shorthand for a one-entry reward.plugins (placed first when both are set)
+    plugins: list[Any] = field(default_factory=list)  # reward plugins scored together with the objectives: file.py | file.py:function | {path, function, name, contract, format}; objectives <name>, <name>.<breakdown key>
     on_error: str = "raise"  # what a failing plugin/objective call does: raise | zero | drop
     schedule: dict[int, dict[str, float]] = field(default_factory=dict)  # {step: weights} from that step on (steps count from 1, as in metrics)
     overlong_buffer_len: int = 16  # L_cache of DAPO's soft overlong punishment (objective `overlong`), L_max = max_new_tokens
@@ -152,6 +165,8 @@ class TrainConfig:
     resume: bool = False  # continue from the latest checkpoint of this run
     log_rollouts: int = 4  # completions per step written to rollouts.jsonl
     threads: int = 0  # torch CPU threads; 0 = before each step, the cores other processes left free (cpu_threads.py)
+    report_to: list[str] = field(default_factory=lambda: ["none"])  # trackers (TRL's names): none | tensorboard | wandb | trackio, or a list [tensorboard, wandb] (trackers.py)
+    tracker_project: str = "dapo-nb"  # the W&B / Trackio project runs are logged to (train.run_name names the run)
 
 
 @dataclass
@@ -201,6 +216,19 @@ class Config:
             raise ConfigError(f"sampling.top_p={self.sampling.top_p} must be in (0, 1]")
         if self.ppo.learning_rate <= 0 or self.sampling.temperature < 0 or self.dapo.beta < 0:
             raise ConfigError("ppo.learning_rate must be > 0, sampling.temperature and dapo.beta >= 0")
+        for key in ["data.prompt_key", "data.answer_key", "data.train_split", "data.test_split", "data.id_key", "data.subset"]:
+            value = get_key(self, key)
+            if not (value is None and key in ("data.id_key", "data.subset")) and not str(value).strip():
+                raise ConfigError(f"{key}={value!r} must not be empty" + ("; use null for none" if key in ("data.id_key", "data.subset") else ""))
+        unknown = [name for name in self.train.report_to if name not in REPORT_TO]
+        if unknown or ("none" in self.train.report_to and len(self.train.report_to) > 1):
+            raise ConfigError(f"train.report_to={self.train.report_to}: "
+                              + (f"{unknown[0]!r} is not valid; " if unknown else "none cannot be combined with a tracker; ")
+                              + f"choose from {', '.join(REPORT_TO)}, several as a list: train.report_to=[tensorboard, wandb]")
+        try:  # entries and names only; files are imported when the reward is built
+            parse_plugin_entries(config_plugin_entries(self.reward))
+        except PluginError as error:
+            raise ConfigError(f"reward.plugins / reward.plugin: {error}") from None
         return self
 
 
@@ -232,6 +260,55 @@ def get_key(cfg: Config, key: str):
     for part in key.split("."):
         node = getattr(node, part)
     return node
+
+
+def key_docs() -> dict[str, str]:
+    """Each dotted key's documentation, read from this file's source: the `# ...` comment after the key's dataclass
+    field, followed by the comment-only lines right below the field (its continuation lines, e.g. model.autocast's).
+    The field comments are the one place a key is documented; `dapo-nb keys` prints them. A key without a comment
+    maps to "". Convention this relies on: a comment-only line directly below a field continues that field's comment."""
+    import ast
+    import inspect
+    import io
+    import sys
+    import tokenize
+
+    try:
+        source = inspect.getsource(sys.modules[__name__])
+    except (OSError, TypeError):  # no source shipped (e.g. a .pyc-only install)
+        return {key: "" for key in all_keys()}
+    comments: dict[int, tuple[str, bool]] = {}  # line -> (text without '#', whether the line holds only the comment)
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            alone = not token.line[: token.start[1]].strip()
+            comments[token.start[0]] = (token.string.lstrip("#").strip(), alone)
+    fields_docs: dict[str, dict[str, str]] = {}  # class name -> field name -> doc
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        docs = fields_docs.setdefault(node.name, {})
+        for stmt in node.body:
+            if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+                continue
+            text, alone = comments.get(stmt.end_lineno, ("", True))
+            parts = [] if alone else [text]
+            line = stmt.end_lineno + 1
+            while line <= node.end_lineno and comments.get(line, ("", False))[1]:
+                parts.append(comments[line][0])
+                line += 1
+            docs[stmt.target.id] = " ".join(p for p in parts if p)
+
+    def walk(obj, prefix: str) -> dict[str, str]:
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                out.update(walk(value, f"{prefix}{f.name}."))
+            else:
+                out[prefix + f.name] = fields_docs.get(type(obj).__name__, {}).get(f.name, "")
+        return out
+
+    return walk(Config(), "")
 
 
 def set_key(cfg: Config, key: str, value) -> None:

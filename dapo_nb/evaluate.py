@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+from tqdm.auto import tqdm
 
 from .data import PromptExample, render_prompts
 from .generate import generate_rollouts
@@ -44,6 +45,8 @@ def evaluate(
     modes = [("greedy", 1, False)] + ([(f"sampled", num_samples, True)] if num_samples > 0 else [])
     for mode, k, do_sample in modes:
         correct, formatted, objective_sums, count = 0.0, 0.0, {}, 0
+        bar = tqdm(total=len(examples), desc=f"eval {mode}" + (f" x{k}" if do_sample else ""), unit="prompt",
+                   leave=False, dynamic_ncols=True)
         for start in range(0, len(examples), batch_prompts):
             chunk = examples[start : start + batch_prompts]
             rollout = generate_rollouts(
@@ -58,6 +61,8 @@ def evaluate(
                                       num_tokens=rollout.lengths.tolist(), split="test", step=0)
                 for name, values in scored.objectives.items():
                     objective_sums[name] = objective_sums.get(name, 0.0) + math.fsum(values)
+            bar.update(len(chunk))
+        bar.close()
         if mode == "greedy":
             summary["pass@1"] = correct / count
             summary["format@1"] = formatted / count

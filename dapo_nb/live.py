@@ -170,6 +170,7 @@ class ControlPanel:
         self.last_error = ""  # the latest problem, shown under the status line
         self._local = threading.local()  # .syncing: this thread is writing slider values itself (no echo)
 
+        self.max_weight = max_weight
         self.sliders = weight_sliders(trainer.reward.weights.get(), max_weight)
         self.scalarizer = scalarizer_dropdown(trainer.reward.scalarizer)
         self.pause_button, self.resume_button = _button("Pause", "pause"), _button("Resume", "play")
@@ -187,10 +188,10 @@ class ControlPanel:
         self.stop_button.on_click(lambda _: self._act(self.runner.stop))
         trainer.callbacks.append(self._on_step)
 
-        controls = widgets.VBox([widgets.HTML("<b>objective weights</b> (apply from the next step)"),
-                                 *self.sliders.values(), self.scalarizer])
+        self.controls = widgets.VBox([widgets.HTML("<b>objective weights</b> (apply from the next step)"),
+                                      *self.sliders.values(), self.scalarizer])
         buttons = widgets.HBox([self.pause_button, self.resume_button, self.stop_button])
-        self.widget = widgets.VBox([widgets.HBox([controls, widgets.VBox([buttons, self.status])]), self.plot])
+        self.widget = widgets.VBox([widgets.HBox([self.controls, widgets.VBox([buttons, self.status])]), self.plot])
         self._refresh()
 
     def _repr_mimebundle_(self, **kwargs):
@@ -259,8 +260,21 @@ class ControlPanel:
         finally:
             self._local.syncing = False
 
+    def _add_new_sliders(self, weights: Mapping[str, float]) -> None:
+        """Sliders for objectives that appeared since the panel was built (a plugin's breakdown keys, known after its
+        first call)."""
+        new = {name: value for name, value in weights.items() if name not in self.sliders}
+        if not new:
+            return
+        for name, slider in weight_sliders(new, self.max_weight).items():
+            slider.observe(lambda change, name=name: self._on_slider(name, change), names="value")
+            self.sliders[name] = slider
+        self.controls.children = [self.controls.children[0], *self.sliders.values(), self.scalarizer]
+
     def _on_step(self, metrics: dict) -> None:
-        self._set_sliders(self.trainer.reward.weights.get())  # a schedule may have moved weights
+        weights = self.trainer.reward.weights.get()
+        self._add_new_sliders(weights)
+        self._set_sliders(weights)  # a schedule may have moved weights
         error = ""
         if self.plot_every and (metrics["step"] % self.plot_every == 0 or metrics["step"] >= self.trainer.cfg.train.total_steps):
             try:
@@ -304,6 +318,7 @@ class RewardExplorer:
         self.labels = list(labels) if labels is not None else [f"#{i}" for i in range(len(completions))]
         self.num_tokens = list(num_tokens) if num_tokens is not None else None
         self.text_width = text_width
+        self.table = self.rank()  # first, so that a plugin's breakdown keys (known after one call) get sliders too
         self.sliders = weight_sliders(reward.weights.get(), max_weight)
         self.scalarizer = scalarizer_dropdown(reward.scalarizer)
         self.message = widgets.HTML()
@@ -314,7 +329,6 @@ class RewardExplorer:
         self.scalarizer.observe(self._on_scalarizer, names="value")
         self.widget = widgets.VBox([widgets.HBox([widgets.VBox(list(self.sliders.values())),
                                                   widgets.VBox([self.scalarizer, self.message])]), self.view])
-        self.table = self.rank()
         self._show()
 
     def _repr_mimebundle_(self, **kwargs):

@@ -75,9 +75,15 @@ def embedded_model_dir() -> Path:
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     gguf = embedded_gguf_path()
+    import sys
+    import time
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    started = time.perf_counter()
+    print(f"dapo-nb: first use of the embedded model: dequantizing {gguf.name} to float32 and caching it in {target} "
+          "(30-60 s on a CPU, once; later loads take seconds)", file=sys.stderr, flush=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = quantized.config
@@ -89,6 +95,7 @@ def embedded_model_dir() -> Path:
     with atomic_directory(target) as tmp:  # an interrupted first run never leaves half a cache
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+    print(f"dapo-nb: embedded model ready in {target} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     return target
 
 
@@ -97,8 +104,7 @@ def resolve_model_path(name_or_path: str) -> str:
     if str(name_or_path).strip().lower() in EMBEDDED_NAMES:
         return str(embedded_model_dir())
     path = Path(name_or_path)
-    looks_local = path.is_absolute() or str(name_or_path).startswith(".") or path.exists()
-    if looks_local and not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+    if _looks_local(str(name_or_path)) and not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
         raise _not_found(str(name_or_path), FileNotFoundError(f"{path} has no config.json"))
     return str(name_or_path)
 
@@ -187,8 +193,14 @@ def policy_from_config(model_cfg) -> tuple[PreTrainedModel, PreTrainedTokenizerB
     )
 
 
+def _looks_local(name_or_path: str) -> bool:
+    """A path rather than a hub id: absolute, ./relative, existing, or with more slashes than a hub id's `owner/name`."""
+    path = Path(name_or_path)
+    return path.is_absolute() or name_or_path.startswith(".") or path.exists() or name_or_path.count("/") > 1
+
+
 def _not_found(name_or_path: str, err: Exception) -> ModelNotFoundError:
-    local = Path(name_or_path).exists() or str(name_or_path).startswith((".", "/"))
+    local = _looks_local(str(name_or_path))
     where = "a local directory" if local else "the Hugging Face hub (is the network reachable?)"
     return ModelNotFoundError(
         f"could not load model {name_or_path!r} from {where}: {str(err).splitlines()[0]}\n"

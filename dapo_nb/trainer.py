@@ -37,13 +37,14 @@ from . import dapo
 from .checkpoint import latest_checkpoint, load_trainer_state, remove_temp_dirs, save_checkpoint
 from .config import Config, ConfigError, to_dict
 from .cpu_threads import AdaptiveThreads
-from .data import load_prompts, question_text, render_prompts
+from .data import load_prompts_from_config, question_text, render_prompts
 from .generate import Rollout, completion_logprobs, generate_rollouts, is_greedy
 from .models import apply_lora, policy_from_config
 from .rewards import MultiObjectiveReward, RewardBatch, reward_from_config
 from .runs import (RolloutRecord, UnfilledBatchError, append_rollouts, archive_checkpoints, archive_run_logs, checkpoint_root, install_stop_handlers,
                    append_metrics, sync_run_logs, truncate_run_logs)
 from .scored import ScoredRollout
+from .trackers import Trackers
 
 
 class Trainer:
@@ -51,6 +52,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, *, model=None, tokenizer=None, reward: MultiObjectiveReward | None = None):
         self.cfg = cfg.validate()
+        self.trackers = Trackers(cfg)  # train.report_to; a missing tracker package fails here, before the model loads
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.cpu_threads = None if cfg.train.threads else AdaptiveThreads()  # fewer threads beside a busy neighbour
@@ -66,7 +68,7 @@ class Trainer:
         if cfg.dapo.beta > 0 and not hasattr(self.model, "disable_adapter"):
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
 
-        self.examples = load_prompts(cfg.data.train_path)
+        self.examples = load_prompts_from_config(cfg.data, "train")
         self.prompts = render_prompts(tokenizer, self.examples, cfg.data.system_prompt)
         self.reward = reward or reward_from_config(cfg)
         self.greedy = is_greedy(cfg.sampling.do_sample, cfg.sampling.temperature)
@@ -99,6 +101,7 @@ class Trainer:
         else:  # a fresh run: an earlier run of the same name keeps its logs and checkpoints, renamed
             archive_run_logs(self.output_dir)
             archive_checkpoints(self.checkpoint_root)
+        self.trackers.open(start_step=self.step)  # fresh at 0, else continuing the resumed run's tracker runs
 
     # ------------------------------------------------------------------------
     # Data order: a seeded permutation per epoch; (epoch, cursor) is saved with checkpoints
@@ -138,11 +141,12 @@ class Trainer:
                 do_sample=cfg.sampling.do_sample, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
                 top_k=cfg.sampling.top_k, generator=self.generator,
             )
-        group_ids = rollout.group_ids.tolist()
+        group_ids, lengths = rollout.group_ids.tolist(), rollout.lengths.tolist()
         rows = [self.examples[indices[g]] for g in group_ids]
         reward = self.reward.score(
             rollout.completion_texts, [ex.ground_truth for ex in rows], prompts=[ex.prompt for ex in rows],
-            group_ids=group_ids, num_tokens=rollout.lengths.tolist(), step=self.step + 1,
+            group_ids=group_ids, num_tokens=lengths, step=self.step + 1,
+            completion_ids=[ids[:n] for ids, n in zip(rollout.completion_ids.tolist(), lengths)],
             infos=[{"qid": ex.qid, "data_source": ex.data_source, **ex.extra} for ex in rows],
         )
         return ScoredRollout.of(rollout, reward, rows), reward
@@ -335,6 +339,7 @@ class Trainer:
         self.history.append(metrics)
         append_metrics(self.output_dir, metrics)
         self._params_dirty = False
+        self.trackers.log(metrics)  # train.report_to: TensorBoard / W&B / Trackio (trackers.py)
         for callback in self.callbacks:
             callback(metrics)
         return metrics
@@ -383,6 +388,7 @@ class Trainer:
         finally:
             bar.close()
             restore()
+            self.trackers.close()  # a later train() or train_step() reopens them, continuing
         if self.step > self.last_saved_step and not self._params_dirty:
             self.save()
         return self.history

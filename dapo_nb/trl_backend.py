@@ -18,6 +18,8 @@ How our config maps onto TRL 1.16's `GRPOConfig` (`grpo_config_kwargs` builds it
                        B x G completions and every optimizer update sees M x G of them, over all processes
   train.total_steps -> max_steps (x updates per batch); train.save_every -> save_steps; train.resume ->
                        resume_from_checkpoint; ppo.learning_rate / warmup_steps / weight_decay / max_grad_norm
+  train.report_to  -> report_to (TRL's trackers; TensorBoard into runs/<run>/tensorboard, see trackers.py),
+                       train.run_name -> run_name, train.tracker_project -> project
   reward: weighted_sum without a plugin -> one reward function per objective, `reward_weights` = the live
                        weights (re-read for every generation batch, so sliders and reward.schedule work),
                        normalization none -> multi_objective_aggregation="sum_then_normalize",
@@ -56,7 +58,7 @@ from transformers import TrainerCallback
 
 from .checkpoint import latest_trl_checkpoint
 from .config import Config, ConfigError, to_yaml
-from .data import load_prompts, render_prompts, to_chat_messages
+from .data import load_prompts_from_config, render_prompts, to_chat_messages
 from .rewards import MultiObjectiveReward
 from .data import question_text
 from .generate import eos_token_ids, is_greedy
@@ -64,6 +66,7 @@ from .models import lora_config
 from .rewards import reward_from_config
 from .runs import (RolloutRecord, append_metrics, append_rollouts, archive_checkpoints, archive_run_logs, checkpoint_root, install_stop_handlers,
                    truncate_run_logs)
+from .trackers import prepare_trl_trackers, trl_report_kwargs
 
 LOSS_TYPES = {"token-mean": "dapo", "seq-mean-token-mean": "grpo", "seq-mean-token-sum": "dr_grpo"}
 SOURCE_KEYS = {  # GRPOConfig field -> the dapo-nb key it is made from (for error messages)
@@ -79,6 +82,7 @@ SOURCE_KEYS = {  # GRPOConfig field -> the dapo-nb key it is made from (for erro
     "scale_rewards": "dapo.std_scale", "mask_truncated_completions": "dapo.overlong_filtering",
     "learning_rate": "ppo.learning_rate", "weight_decay": "ppo.weight_decay", "max_grad_norm": "ppo.max_grad_norm",
     "warmup_steps": "ppo.warmup_steps", "lr_scheduler_type": "ppo.warmup_steps",
+    "report_to": "train.report_to", "run_name": "train.run_name", "project": "train.tracker_project",
 }
 
 
@@ -153,6 +157,8 @@ def grpo_config_kwargs(cfg: Config, layout: BatchLayout, output_dir: str, use_cp
         learning_rate=cfg.ppo.learning_rate, weight_decay=cfg.ppo.weight_decay,
         max_grad_norm=cfg.ppo.max_grad_norm or 1e9, warmup_steps=cfg.ppo.warmup_steps,
         lr_scheduler_type="constant_with_warmup" if cfg.ppo.warmup_steps else "constant",
+        # trackers: TRL's report_to, run_name, project (trackers.py; "none" unless train.report_to names some)
+        **trl_report_kwargs(cfg),
     )
     clash = sorted(set(cfg.trl.args) & set(mapped))
     if clash:
@@ -160,7 +166,7 @@ def grpo_config_kwargs(cfg: Config, layout: BatchLayout, output_dir: str, use_cp
         raise ConfigError(f"{sources}: set the dapo-nb key instead (the module docstring of dapo_nb/trl_backend.py "
                           "lists the mapping)")
     kwargs = dict(
-        output_dir=output_dir, report_to="none", disable_tqdm=False, save_strategy="steps", use_cpu=use_cpu,
+        output_dir=output_dir, disable_tqdm=False, save_strategy="steps", use_cpu=use_cpu,
         dataloader_num_workers=0, log_completions=False, fp16=False,
         # TRL defaults to bf16 autocast; we follow the model config (force_float32 / dtype), and never on a CPU
         bf16=not use_cpu and not cfg.model.force_float32 and cfg.model.dtype in ("auto", "bfloat16"),
@@ -188,7 +194,7 @@ class TRLRewardAdapter:
         self.eos_token_ids = eos_token_ids  # a completion that ends in one of these was not truncated
         self.examples = {ex.qid: ex for ex in examples}  # the prompt as our trainer passes it to plugins
         self.names = list(reward.names)  # a seed-contract plugin's breakdown keys join after its first call
-        self.linear = reward.scalarizer == "weighted_sum" and reward.plugin is None
+        self.linear = reward.scalarizer == "weighted_sum" and not reward.plugins
         self.trainer = None  # set by build_trl_trainer; needed to move TRL's reward_weights
         self.rollouts_path: Path | None = None  # main process only
         self._batch_for = None  # the `completions` list object the cached batch belongs to
@@ -206,7 +212,8 @@ class TRLRewardAdapter:
         def reward_function(prompts, completions, completion_ids, ground_truth, qid, info_json, trainer_state,
                             log_metric=None, **_):
             batch = self._score(completions, completion_ids, ground_truth, qid, info_json, trainer_state, log_metric)
-            return [float(v) if ok else None for v, ok in zip(column(batch), batch.valid)]
+            applies = batch.applicable.get(name) or [True] * len(batch.valid)  # a plugin's None stays None for TRL
+            return [float(v) if ok and applied else None for v, ok, applied in zip(column(batch), batch.valid, applies)]
 
         reward_function.__name__ = reward_function.__qualname__ = name
         return reward_function
@@ -222,7 +229,8 @@ class TRLRewardAdapter:
         infos = [{"qid": q, **json.loads(extra)} for q, extra in zip(qid, info_json)]
         batch = self.reward.score(texts, list(ground_truth), prompts=[self.examples[q].prompt for q in qid],
                                   group_ids=[i // G for i in range(len(texts))],
-                                  num_tokens=[len(ids) for ids in completion_ids], step=step, infos=infos)
+                                  num_tokens=[len(ids) for ids in completion_ids], step=step, infos=infos,
+                                  completion_ids=completion_ids, trainer_state=trainer_state)  # as TRL passes them
         if self.linear and self.trainer is not None:  # TRL multiplies by these right after the reward functions
             self.trainer.reward_weights = torch.tensor([batch.weights.get(n, 0.0) for n in self.names])
         if log_metric is not None:  # the metrics our trainer logs, less those TRL computes itself
@@ -354,7 +362,7 @@ def build_trl_trainer(cfg: Config, *, model=None, tokenizer=None, reward: MultiO
               f"x {layout.grad_accum} accumulation per update, {layout.updates_per_batch} update(s) per batch", flush=True)
     if model is None:
         model, tokenizer = policy_from_config(cfg.model)
-    examples = load_prompts(cfg.data.train_path)
+    examples = load_prompts_from_config(cfg.data, "train")
     dataset, prompt_lengths = trl_dataset(examples, tokenizer, cfg.data.system_prompt)
     too_long = sum(n > cfg.sampling.context_max_len for n in prompt_lengths)
     if too_long and state.is_main_process:
@@ -376,6 +384,7 @@ def build_trl_trainer(cfg: Config, *, model=None, tokenizer=None, reward: MultiO
             archive_run_logs(cfg.output_dir)
             archive_checkpoints(checkpoint_root(cfg))
         (cfg.output_dir / "config.yaml").write_text(to_yaml(cfg))
+        prepare_trl_trackers(cfg)  # train.report_to: where TRL's TensorBoard / W&B callbacks write, W&B run id
         adapter.rollouts_path = cfg.output_dir / "rollouts.jsonl"
     state.wait_for_everyone()
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from .config import Config, ConfigError
 from .models import EMBEDDED_NAMES, embedded_model_dir
+from .data import load_prompts_from_config
 from .rewards import objective_names, reward_from_config
 from .rewards.verl_export import jsonl_to_verl_parquet, reward_to_verl_module
 
@@ -153,8 +154,9 @@ def export_verl(cfg: Config, out_dir: str | Path) -> dict[str, Path]:
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as staging:  # all or nothing
         stage = Path(staging)
         reward_to_verl_module(reward_from_config(verl_cfg), stage / "reward.py")
-        for split, source in (("train", cfg.data.train_path), ("test", cfg.data.test_path)):
-            jsonl_to_verl_parquet(source, stage / f"{split}.parquet", split=split, system_prompt=cfg.data.system_prompt)
+        for split in ("train", "test"):
+            jsonl_to_verl_parquet(load_prompts_from_config(cfg.data, split), stage / f"{split}.parquet", split=split,
+                                  system_prompt=cfg.data.system_prompt)
         (stage / SCRIPT_NAME).write_text(_script(overrides, model_path))
         (stage / SCRIPT_NAME).chmod(0o755)
         out.mkdir(exist_ok=True)

@@ -149,11 +149,12 @@ def readme_command() -> list[str]:
 
 def test_committed_files_match_the_readme_command(tmp_path):
     command = readme_command()
-    assert command[command.index("--out-dir") + 1] == "data"
+    assert command[command.index("--out-dir") + 1] == "dapo_nb/data_files/arithmetic"  # the package data
     command[command.index("--out-dir") + 1] = str(tmp_path)
     subprocess.run([sys.executable, *command[1:]], check=True, cwd=REPO, capture_output=True)
     for name in ("train.jsonl", "test.jsonl"):
-        assert (tmp_path / name).read_bytes() == (REPO / "data" / name).read_bytes(), f"data/{name} is stale; rerun the README command"
+        packaged = REPO / "dapo_nb" / "data_files" / "arithmetic" / name
+        assert (tmp_path / name).read_bytes() == packaged.read_bytes(), f"{packaged} is stale; rerun the README command"
 
 
 def test_committed_files_load_and_do_not_overlap():

@@ -69,9 +69,9 @@ BAD_LINES = [
     (json.dumps({"qid": "x", "prompt": 12, "ground_truth": "1"}), "field 'prompt' must be a string or a list"),
     (json.dumps({"qid": "x", "prompt": "hi"}), "missing field 'ground_truth'"),
     (json.dumps({"qid": "x", "prompt": "hi", "ground_truth": ""}), "field 'ground_truth' is empty"),
-    (json.dumps({"qid": "x", "prompt": "hi", "ground_truth": 42}), "field 'ground_truth' must be a string, got int 42; write it as a string, e.g. \"42\""),
-    (json.dumps({"qid": "x", "prompt": "hi", "ground_truth": 0.5}), "must be a string, got float"),
-    (json.dumps({"qid": "x", "prompt": "hi", "ground_truth": True}), "must be a string, got bool"),
+    (json.dumps({"qid": "x", "prompt": "hi", "ground_truth": True}), "field 'ground_truth' must be a string or a number, got bool True"),
+    (json.dumps({"qid": "x", "prompt": "hi", "ground_truth": ["4"]}), "field 'ground_truth' must be a string or a number, got list"),
+    ('{"qid": "x", "prompt": "hi", "ground_truth": NaN}', "field 'ground_truth' is nan, not a finite number"),
     (json.dumps({"qid": ["x"], "prompt": "hi", "ground_truth": "1"}), "field 'qid' must be a string or an integer"),
     (json.dumps({"qid": "", "prompt": "hi", "ground_truth": "1"}), "field 'qid' is empty"),
     (json.dumps({"qid": "x", "prompt": [], "ground_truth": "1"}), "empty message list"),
@@ -183,8 +183,8 @@ def test_json_array_and_json_lines_files(tmp_path):
     array = tmp_path / "array.json"
     array.write_text(json.dumps([{"qid": "a", "prompt": "1 + 1?", "ground_truth": "2"}, {"qid": "b", "prompt": "2 + 2?", "ground_truth": "4"}]))
     assert [e.ground_truth for e in load_prompts(array)] == ["2", "4"]
-    array.write_text(json.dumps([{"qid": "a", "prompt": "1 + 1?", "ground_truth": "2"}, {"qid": "b", "prompt": "2 + 2?", "ground_truth": 4}]))
-    with pytest.raises(DataValidationError, match=r"array\.json:item 2: field 'ground_truth' must be a string, got int 4"):
+    array.write_text(json.dumps([{"qid": "a", "prompt": "1 + 1?", "ground_truth": "2"}, {"qid": "b", "prompt": "2 + 2?", "ground_truth": False}]))
+    with pytest.raises(DataValidationError, match=r"array\.json:item 2: field 'ground_truth' must be a string or a number, got bool False"):
         load_prompts(array)
     lines = write_lines(tmp_path / "lines.json", [record("a"), "{broken"])
     with pytest.raises(DataValidationError, match=r"lines\.json:2: invalid JSON"):

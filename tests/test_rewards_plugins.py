@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dapo_nb.rewards import SEED_WEIGHTS, MultiObjectiveReward, PluginError, WeightsError, load_plugin
+from dapo_nb.rewards import SEED_WEIGHTS, MultiObjectiveReward, ObjectiveError, PluginError, WeightsError, load_plugin
 
 try:  # the seed's example texts; tests/ is on sys.path under pytest's default import mode
     from test_rewards_objectives import example_a, example_b
@@ -49,6 +49,9 @@ def compute_score(split: str, solution_str: str, ground_truth: str, info: dict) 
 '''
 
 
+SEED = "my_multiobj_reward_fixed"  # the seed plugin's name (its file's stem): objectives SEED and SEED.<key>
+
+
 def write_plugin(tmp_path: Path, source: str, name: str = "plugin_under_test.py") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(source), encoding="utf-8")
@@ -69,22 +72,24 @@ def test_seed_plugin_reproduces_examples_a_and_b(seed_plugin):
     batch = reward.score([example_a(), example_b()], ["540", "540"])
     assert batch.scores[0] == pytest.approx(0.9125, abs=1e-12)  # the plugin's own float sum
     assert batch.scores[1] == pytest.approx(0.42, abs=1e-12)
-    assert batch.objectives["correctness"] == [1.0, 0.0]
-    assert batch.objectives["detail"] == [0.75, 1.0]
-    assert batch.weights == {"plugin": 1.0, "correctness": 0.0, "clarity": 0.0, "creativity": 0.0, "detail": 0.0}
+    assert batch.objectives[f"{SEED}.correctness"] == [1.0, 0.0]  # namespaced: never the built-in correctness
+    assert batch.objectives[f"{SEED}.detail"] == [0.75, 1.0]
+    assert batch.weights == {SEED: 1.0, **{f"{SEED}.{k}": 0.0 for k in ("clarity", "correctness", "creativity", "detail")}}
     metrics = batch.metrics()
-    for key in ("rewards/plugin/mean", "rewards/correctness/mean", "rewards/clarity/std", "weights/detail"):
+    for key in (f"rewards/{SEED}/mean", f"rewards/{SEED}.correctness/mean", f"rewards/{SEED}.clarity/std",
+                f"weights/{SEED}.detail"):
         assert key in metrics
-    assert metrics["rewards/creativity/mean"] == pytest.approx(0.35)
+    assert metrics[f"rewards/{SEED}.creativity/mean"] == pytest.approx(0.35)
 
 
 def test_seed_breakdown_can_be_reweighted_live(seed_plugin):
-    reward = MultiObjectiveReward(plugin=seed_plugin, weights={"plugin": 0.0, **SEED_WEIGHTS})
+    reward = MultiObjectiveReward(plugin=seed_plugin, weights={SEED: 0.0, **{f"{SEED}.{k}": w for k, w in SEED_WEIGHTS.items()}})
+    assert reward.objectives == {}  # every weighted name is the plugin's
     assert reward.score([example_a()], ["540"]).scores == [0.9125]  # exactly, via math.fsum
-    reward.weights.set({"creativity": 0.0, "correctness": 1.0})
+    reward.weights.set({f"{SEED}.creativity": 0.0, f"{SEED}.correctness": 1.0})
     batch = reward.score([example_a()], ["540"])
     assert batch.scores == [pytest.approx(1.0 + 0.25 + 0.15 * 0.75)]
-    assert reward.names == ["plugin", "clarity", "correctness", "creativity", "detail"]
+    assert reward.names == [SEED, *(f"{SEED}.{k}" for k in ("clarity", "correctness", "creativity", "detail"))]
 
 
 def test_plugin_with_builtin_objectives(seed_plugin):
@@ -96,12 +101,13 @@ def test_plugin_with_builtin_objectives(seed_plugin):
 
 
 def test_plugin_weights_are_checked_once_keys_are_known(seed_plugin):
-    reward = MultiObjectiveReward(plugin=seed_plugin, weights={"plugin": 1.0, "clartiy": 0.5})
-    with pytest.raises(
-        WeightsError,
-        match="unknown objective 'clartiy'; known objectives: clarity, correctness, creativity, detail, plugin",
-    ):
+    reward = MultiObjectiveReward(plugin=seed_plugin, weights={SEED: 1.0, f"{SEED}.clartiy": 0.5})
+    with pytest.raises(WeightsError, match=rf"unknown objective '{SEED}.clartiy'; known objectives: {SEED}, {SEED}.clarity"):
         reward.score(["Answer: 540"], ["540"])
+    with pytest.raises(ObjectiveError, match=rf"unknown objective 'my_plugin.x'.*named after the plugin: {SEED}, {SEED}.<br"):
+        MultiObjectiveReward(plugin=seed_plugin, weights={"my_plugin.x": 1.0})  # no such plugin: known at once
+    with pytest.raises(WeightsError, match=r"schedule\[3\]: unknown objective 'clarity'; known objectives: correctness"):
+        MultiObjectiveReward(plugin=seed_plugin, weights={"correctness": 1.0}, schedule={3: {"clarity": 1.0}})
 
 
 def test_seed_plugin_receives_split_and_info(tmp_path):
@@ -117,7 +123,8 @@ def test_seed_plugin_receives_split_and_info(tmp_path):
         ["a", "b"], ["1", "1"], split="eval", infos=[{"qid": "q1"}, {"qid": "q22"}]
     )
     assert batch.scores == [1.0, 1.0]
-    assert batch.objectives["index"] == [0.0, 1.0] and batch.objectives["qid_len"] == [2.0, 3.0]
+    assert batch.objectives["plugin_under_test.index"] == [0.0, 1.0]
+    assert batch.objectives["plugin_under_test.qid_len"] == [2.0, 3.0]
 
 
 def test_bare_float_is_accepted(tmp_path):
@@ -144,9 +151,9 @@ def test_verl_contract(tmp_path):
     assert reward.plugin.contract == "verl"
     batch = reward.score(["x 540", "x 541"], ["540", "540"], infos=[{"data_source": "gsm8k"}, {}])
     assert batch.scores == [1.0, -1.0]
-    assert batch.objectives["acc"] == [1.0, 0.0]  # bools count as numbers
-    assert "pred" not in batch.objectives  # verl's string extras are skipped
-    assert batch.objectives["source_len"] == [5.0, 7.0]  # "gsm8k", then the default "dapo_nb"
+    assert batch.objectives["plugin_under_test.acc"] == [1.0, 0.0]  # bools count as numbers
+    assert "plugin_under_test.pred" not in batch.objectives  # verl's string extras are skipped
+    assert batch.objectives["plugin_under_test.source_len"] == [5.0, 7.0]  # "gsm8k", then the default "dapo_nb"
 
 
 def test_trl_reward_function(tmp_path):
@@ -154,10 +161,13 @@ def test_trl_reward_function(tmp_path):
         return [None if c == "skip" else float(len(c)) for c in completions]
 
     reward = MultiObjectiveReward(objectives=["correctness"], plugin=length_bonus)
-    assert reward.plugin.contract == "trl"
-    batch = reward.score(["Answer: 7", "skip"], ["7", "7"])
-    assert batch.objectives["plugin"] == [9.0, 0.0]  # None: not applicable, counts as 0 like TRL's nansum
-    assert batch.scores == [10.0, 0.0]
+    assert reward.plugin.contract == "trl" and reward.names == ["correctness", "length_bonus"]
+    batch = reward.score(["Answer: 7", "skip", "Answer: 8"], ["7", "7", "7"])
+    assert batch.objectives["length_bonus"] == [9.0, 0.0, 9.0]  # None: not applicable, adds 0 like TRL's nansum
+    assert batch.scores == [10.0, 0.0, 9.0]
+    assert batch.applicable == {"length_bonus": [True, False, True]}
+    assert batch.metrics()["rewards/length_bonus/mean"] == 9.0  # TRL's nanmean leaves the None out
+    assert batch.valid == [True, True, True]  # correctness still scores the second sample
 
 
 # ----------------------------------------------------------------------------
@@ -180,9 +190,13 @@ def test_file_that_fails_to_import(tmp_path):
 
 def test_missing_function_lists_what_the_file_defines(tmp_path):
     path = write_plugin(tmp_path, "def score_it(split, solution_str, ground_truth, info):\n    return 1.0\n")
-    with pytest.raises(PluginError, match=r"'compute_score' is missing; the file defines \['score_it'\]"):
+    with pytest.raises(
+        PluginError,
+        match=r"'compute_score' is missing; the file defines \['score_it'\].*reward.plugins=\[.*plugin_under_test.py:score_it\]",
+    ):
         load_plugin(path)
     assert load_plugin(path, function="score_it").contract == "seed"
+    assert load_plugin(f"{path}:score_it").name == "score_it"
 
 
 def test_function_name_bound_to_a_non_callable(tmp_path):
@@ -209,8 +223,9 @@ def test_forced_contract_and_trl_signature():
         return 1.0
 
     assert load_plugin(positional, contract="seed").contract == "seed"
+    assert load_plugin(lambda completions: [0.0]).contract == "trl"  # gets only the keywords it names
     with pytest.raises(PluginError, match="wrong signature .* trl contract"):
-        load_plugin(lambda completions: [0.0])
+        load_plugin(positional, contract="trl")
     with pytest.raises(PluginError, match="unknown plugin contract"):
         load_plugin(positional, contract="openai")
 
@@ -275,7 +290,7 @@ def test_bad_sample_zero_policy(tmp_path, case):
     reward = MultiObjectiveReward(plugin=flaky_plugin(tmp_path, bad_line), on_error="zero")
     batch = reward.score(["good", "bad", "good"], ["1"] * 3)
     assert batch.scores == [1.0, 0.0, 1.0] and batch.valid == [True] * 3
-    assert batch.objectives["a"] == [0.5, 0.0, 0.5]
+    assert batch.objectives["plugin_under_test.a"] == [0.5, 0.0, 0.5]
     assert batch.error_counts[kind] == 1 and sum(batch.error_counts.values()) == 1
     assert batch.metrics()[f"reward_errors/{kind}"] == 1.0
     assert len(batch.error_messages) == 1 and "sample 1" in batch.error_messages[0]
@@ -328,6 +343,6 @@ def test_all_samples_failing_before_keys_are_known(tmp_path):
     path = write_plugin(
         tmp_path, "def compute_score(split, solution_str, ground_truth, info):\n    raise RuntimeError('down')\n"
     )
-    reward = MultiObjectiveReward(plugin=path, on_error="zero", weights={"plugin": 1.0, "later_key": 0.5})
+    reward = MultiObjectiveReward(on_error="zero", plugin=path, weights={"plugin_under_test.later_key": 0.5})
     batch = reward.score(["a", "b"], ["1", "1"])
     assert batch.scores == [0.0, 0.0] and batch.error_counts["exception"] == 2

@@ -196,7 +196,7 @@ def test_two_process_data_parallel(tmp_path, embedded_dir):
     assert first != parameter_digest(load_policy("default")[0])  # and they did train
     lines = [json.loads(l) for l in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == list(range(1, steps + 1))  # written once, by rank 0
-    assert all(m["rewards/plugin/mean"] > 0 and m["rewards/varied/mean"] > 0 and m["reward_std"] > 0 for m in lines)
+    assert all(m["rewards/plugin/mean"] > 0 and m["rewards/plugin.varied/mean"] > 0 and m["reward_std"] > 0 for m in lines)
     rollouts = [json.loads(l) for l in (tmp_path / "run/rollouts.jsonl").read_text().splitlines()]
     assert len(rollouts) == steps * 4
     # the same schema as our trainer's lines; TRL computes advantages out of our sight, so they are null

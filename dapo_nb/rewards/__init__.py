@@ -6,8 +6,9 @@
 
 Modules, one concept each: `answer` (what counts as a correct answer), `objectives` (registry and
 built-ins), `scalarize` (weighted sum, Tchebycheff, smooth Tchebycheff; group z-score),
-`weights` (thread-safe live weights and schedule), `plugins` (seed / TRL / verl contracts),
-`reward` (the combined reward), `verl_export` (standalone verl reward module, jsonl -> parquet).
+`weights` (thread-safe live weights and schedule), `plugins` (seed / TRL / verl contracts; any
+number at once, objectives `<plugin>` and `<plugin>.<key>`), `reward` (the combined reward),
+`verl_export` (standalone verl reward module, jsonl -> parquet).
 """
 
 from .answer import answers_equivalent, extract_final_answer, has_final_answer, is_correct
@@ -21,7 +22,7 @@ from .objectives import (
     get_objective,
     register_objective,
 )
-from .plugins import CONTRACTS, ERROR_KINDS, ON_ERROR, PluginError, load_plugin
+from .plugins import CONTRACTS, ERROR_KINDS, FORMATS, ON_ERROR, PluginError, PluginSpec, load_plugin, parse_plugin_entry
 from .reward import MultiObjectiveReward, RewardBatch, objective_names, reward_from_config
 from .scalarize import NORMALIZATIONS, SCALARIZERS, ScalarizeError
 from .weights import LiveWeights, WeightsError
@@ -30,6 +31,7 @@ __all__ = [
     "BUILTIN_OBJECTIVES",
     "CONTRACTS",
     "ERROR_KINDS",
+    "FORMATS",
     "LiveWeights",
     "MultiObjectiveReward",
     "NORMALIZATIONS",
@@ -38,6 +40,7 @@ __all__ = [
     "Objective",
     "ObjectiveError",
     "PluginError",
+    "PluginSpec",
     "RewardBatch",
     "reward_from_config",
     "objective_names",
@@ -52,5 +55,6 @@ __all__ = [
     "has_final_answer",
     "is_correct",
     "load_plugin",
+    "parse_plugin_entry",
     "register_objective",
 ]

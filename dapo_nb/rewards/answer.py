@@ -6,7 +6,8 @@ keep it free of package imports.
 
 Extraction: the *last* marked answer in the completion wins; markers, by priority:
 
-1. `\boxed{...}` (or `\fbox{...}`), braces balanced, nesting allowed: the last one.
+1. `\boxed{...}` (or `\fbox{...}`), braces balanced, nesting allowed: the last one; also MATH's
+   brace-less `\boxed 5` (the text after it up to `$` or the end of the line).
 2. An answer line: `Answer: ...`, `Final answer: ...`, `**Answer:** ...` (any case, `:` or `：`),
    or `the (final) answer is ...`: the text after the last such marker, up to the end of its line.
 3. A GSM8K line `#### ...`: the last one, up to the end of its line.
@@ -55,7 +56,8 @@ from typing import NamedTuple
 # ----------------------------------------------------------------------------
 # Patterns
 
-_BOXED_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BOXED_OPEN = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
+_BRACELESS_END = re.compile(r"[$\n]")
 _ANSWER_LINE = re.compile(
     r"(?:\*\*|__)?\b(?:final\s+answer|answer)\b(?:\*\*|__)?\s*[:：]"
     r"|\bthe\s+(?:final\s+)?answer\s+is\b",
@@ -84,19 +86,29 @@ class FinalAnswer(NamedTuple):
 # Extraction
 
 
-def _last_boxed(text: str) -> str | None:
-    """Content of the last balanced `\\boxed{...}` / `\\fbox{...}`, or None."""
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` / `\\fbox{...}` (braces balanced, nesting allowed) or `\\boxed 5`, else None.
+
+    The brace-less form takes the text after `\\boxed` up to the next `$` or the end of the line, as
+    the MATH dataset's reference code does (`$\\boxed 5$`); an unclosed `\\boxed{` counts as none."""
     found = None
     for match in _BOXED_OPEN.finditer(text):
-        depth, start = 1, match.end()
-        for position in range(start, len(text)):
-            if text[position] == "{":
-                depth += 1
-            elif text[position] == "}":
-                depth -= 1
-                if depth == 0:
-                    found = text[start:position]
-                    break
+        start = match.end()
+        if start < len(text) and text[start] == "{":
+            depth = 1
+            for position in range(start + 1, len(text)):
+                if text[position] == "{":
+                    depth += 1
+                elif text[position] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        found = text[start + 1 : position]
+                        break
+        else:
+            end = _BRACELESS_END.search(text, start)
+            span = text[start : end.start() if end else len(text)].strip()
+            if span:
+                found = span
     return found
 
 
@@ -125,7 +137,7 @@ def clean_answer(span: str) -> str:
 def extract_final_answer(text: str) -> FinalAnswer | None:
     """The final answer of a completion (last `\\boxed`, answer line, `####`, else last number)."""
     for marker, finder in (
-        ("boxed", _last_boxed),
+        ("boxed", last_boxed),
         ("answer_line", lambda t: _rest_of_line_after_last(_ANSWER_LINE, t)),
         ("gsm8k", lambda t: _rest_of_line_after_last(_GSM8K_LINE, t)),
     ):

@@ -1,24 +1,41 @@
 """Reward plugins in three contracts, checked so that a bad one never fails silently.
 
-Contracts (picked from the function's parameter names, or forced with `contract=`):
+Where they come from: `reward.plugins` lists any number of entries, each `file.py` (its
+`compute_score`), `file.py:function`, or a mapping `{path, function, name, contract, format}`;
+`reward.plugin` is a one-entry shorthand (both may be set: `plugin` comes first). In Python, an
+entry may also be a callable.
 
-- `seed` (the prototype's, unchanged): a `.py` file defining
-  `compute_score(split, solution_str, ground_truth, info) -> {"score": float, "breakdown": {name: float}}`,
-  called once per sample with positional arguments; a bare number is also accepted.
+Names. Every plugin has a name: the `name` given, else the function's name, else (for a file's
+`compute_score`) the file's stem, e.g. `my_multiobj_reward_fixed`; an unnamed lambda is `plugin`.
+Its own scalar is the objective `<name>`, and each breakdown key `k` is the objective `<name>.k`,
+so plugins never clash with built-in objectives or with each other.
+
+Contracts (picked from the function's parameter names, or forced with `contract`):
+
+- `seed` (the prototype's, unchanged): `compute_score(split, solution_str, ground_truth, info) ->
+  {"score": float, "breakdown": {name: float}}`, called once per sample with positional
+  arguments; a bare number is also accepted.
 - `verl`: `compute_score(data_source, solution_str, ground_truth, extra_info=None)`, called once
   per sample with keywords; returns a number or a dict with `score` whose other numeric (or bool)
   keys become the breakdown. String values are skipped, as verl's own rule functions return e.g.
   `"pred": "540"` for logging.
-- `trl`: a reward function `(completions, **kwargs) -> list[float | None]`, called once per batch
-  with `prompts`, `completions` (plain strings), `ground_truth` and `num_tokens` as keywords.
-  `None` means "not applicable to this sample" and counts as 0.0 (TRL sums rewards with nansum).
+- `trl`: a TRL reward function `(completions, **kwargs) -> list[float | None]`, called once per
+  batch with TRL's keywords: `prompts`, `completions`, `completion_ids` (when the caller has them),
+  `trainer_state` (TRL's under backend=trl; under ours an object with `global_step`), and every
+  column of the examples: `ground_truth`, `qid`, `data_source` and the record's other keys (e.g.
+  `level`). A function without `**kwargs` gets only the keywords it names. Not passed: TRL's
+  `log_extra`, `log_metric`, `environments`.
+  Format, as TRL decides it (`format: auto`): conversational when the prompts are lists of chat
+  messages, then `completions[i] == [{"role": "assistant", "content": text}]`; standard (plain
+  strings) otherwise. `format: conversational` or `standard` forces one; forced conversational
+  turns plain-text prompts into `[{"role": "user", "content": prompt}]`.
+  `None` means "not applicable to this sample", as in TRL: the objective adds nothing to a
+  weighted sum for that sample and is left out of its `rewards/<name>/mean|std`; see reward.py.
 
-A file plugin is loaded by path (`reward.plugin=path/to/file.py`); a callable is taken as is.
-
-Checks. At load time, always raised as `PluginError`: file missing or failing to import, no such
-function (the error lists what the file defines), a signature that cannot take the contract's
-arguments. Per sample, reported as a `SampleFailure` of one kind, which the reward then raises or
-absorbs according to `on_error`:
+Checks. At load time, always raised as `PluginError`: a malformed entry, file missing or failing
+to import, no such function (the error lists what the file defines), a signature that cannot
+take the contract's arguments. Per sample, reported as a `SampleFailure` of one kind, which the
+reward then raises or absorbs according to `on_error`:
 
     exception      the plugin raised
     non_numeric    score or a breakdown value is not a number (or the result is neither number nor dict)
@@ -27,6 +44,9 @@ absorbs according to `on_error`:
     keys_changed   breakdown keys differ from the first good sample's
     wrong_length   a TRL function returned a list of the wrong length (or not a list)
     out_of_range   (registered objectives only) a value outside the documented range
+
+A TRL function that names a column the batch does not have raises `PluginError` at once (that
+never works on any sample).
 """
 
 from __future__ import annotations
@@ -36,12 +56,15 @@ import importlib.util
 import inspect
 import math
 import numbers
+import re
 import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 CONTRACTS = ("seed", "verl", "trl")
+FORMATS = ("auto", "standard", "conversational")  # how a TRL function sees prompts and completions
 ON_ERROR = ("raise", "zero", "drop")
 ERROR_KINDS = (
     "exception",
@@ -52,7 +75,13 @@ ERROR_KINDS = (
     "wrong_length",
     "out_of_range",
 )
-PLUGIN_OBJECTIVE = "plugin"  # the objective name of a plugin's own scalar score
+DEFAULT_FUNCTION = "compute_score"
+PLUGIN_OBJECTIVE = "plugin"  # the name of a plugin that has no better one (a lambda)
+ENTRY_KEYS = ("path", "function", "name", "contract", "format")  # keys of a mapping entry in reward.plugins
+RESERVED_NAMES = ("score",)  # `score` is the scalar reward itself (dapo.filter_metric, the TRL backend's logs)
+TRL_ARGUMENTS = ("prompts", "completions", "completion_ids", "trainer_state")  # what TRL passes besides columns
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*\Z")
+_FUNCTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class PluginError(ValueError):
@@ -114,12 +143,142 @@ def check_result(result: Any, contract: str) -> tuple[float, dict[str, float]]:
         breakdown = {k: v for k, v in result.items() if k != "score" and not isinstance(v, str)}
     checked = {}
     for key, value in breakdown.items():
-        if not isinstance(key, str) or key == PLUGIN_OBJECTIVE:
-            raise SampleProblem(
-                "non_numeric", f"breakdown key {key!r} must be a string other than {PLUGIN_OBJECTIVE!r}"
-            )
+        if not isinstance(key, str) or not key:
+            raise SampleProblem("non_numeric", f"breakdown key {key!r} must be a non-empty string")
         checked[key] = check_number(value, f"breakdown[{key!r}]")
     return score, checked
+
+
+def is_conversational(prompt: Any) -> bool:
+    """TRL's test: a list of chat messages (dicts with `role` and `content`)."""
+    return (
+        isinstance(prompt, (list, tuple))
+        and len(prompt) > 0
+        and isinstance(prompt[0], Mapping)
+        and "role" in prompt[0]
+        and "content" in prompt[0]
+    )
+
+
+# ----------------------------------------------------------------------------
+# Entries of reward.plugins
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """One entry of reward.plugins, parsed (nothing imported yet)."""
+
+    source: str | Path | Callable  # a .py path or a callable
+    function: str = DEFAULT_FUNCTION
+    name: str | None = None  # None: derived, see `plugin_name`
+    contract: str = "auto"
+    format: str = "auto"
+
+    @property
+    def resolved_name(self) -> str:
+        """The plugin's objective name (checked)."""
+        return plugin_name(self)
+
+
+def plugin_name(spec: PluginSpec) -> str:
+    """`name`, else the function's name, else (a file's compute_score) the file's stem; checked."""
+    if spec.name is not None:
+        name, given = spec.name, True
+    elif callable(spec.source):
+        raw = getattr(spec.source, "__name__", "")
+        name, given = (raw if _NAME.match(raw or "") else PLUGIN_OBJECTIVE), False
+    elif spec.function != DEFAULT_FUNCTION:
+        name, given = spec.function, False
+    else:
+        name, given = Path(spec.source).stem, False
+    if not isinstance(name, str) or not _NAME.match(name) or name in RESERVED_NAMES:
+        origin = "" if given else f" (from its {'function' if callable(spec.source) or spec.function != DEFAULT_FUNCTION else 'file'})"
+        problem = (
+            "is the scalar reward itself" if name in RESERVED_NAMES
+            else "must use letters, digits, _ or - only (a '.' separates a plugin from its breakdown keys)"
+        )
+        raise PluginError(
+            f"reward plugin {_describe_source(spec.source)}: its name {name!r}{origin} {problem}; "
+            "give it another: {path: ..., name: short_name} in reward.plugins"
+        )
+    return name
+
+
+def _describe_source(source: Any) -> str:
+    return repr(getattr(source, "__name__", source)) if callable(source) else repr(str(source))
+
+
+def _split_function(entry: str | Path) -> tuple[str | Path, str | None]:
+    """`file.py:fn` -> ("file.py", "fn"); `file.py` -> ("file.py", None); a Windows drive letter C:\\... stays."""
+    if isinstance(entry, Path):
+        return entry, None
+    text = entry.strip()
+    if not text:
+        raise PluginError("reward.plugins has an empty entry; give a .py file, e.g. my_reward.py or my_reward.py:fn")
+    path, _, function = text.rpartition(":")
+    return (path, function) if path and _FUNCTION.match(function) else (text, None)
+
+
+def parse_plugin_entry(entry: Any) -> PluginSpec:
+    """A PluginSpec from `file.py`, `file.py:function`, a mapping {path, function, name, contract, format},
+    a callable or a PluginSpec; raises PluginError naming what is wrong."""
+    if isinstance(entry, PluginSpec):
+        spec = entry
+    elif callable(entry):
+        spec = PluginSpec(entry)
+    elif isinstance(entry, (str, Path)):
+        source, function = _split_function(entry)
+        spec = PluginSpec(source, function or DEFAULT_FUNCTION)
+    elif isinstance(entry, Mapping):
+        unknown = sorted(map(str, set(entry) - set(ENTRY_KEYS)))
+        if unknown or "path" not in entry:
+            problem = f"unknown keys {unknown}" if unknown else "no 'path'"
+            raise PluginError(
+                f"reward.plugins entry {dict(entry)!r} has {problem}; an entry is file.py, file.py:function "
+                f"or a mapping with keys {', '.join(ENTRY_KEYS)} (path required)"
+            )
+        values = {key: entry[key] for key in ENTRY_KEYS if entry.get(key) is not None}
+        for key, value in values.items():
+            if not isinstance(value, str) and not (key == "path" and (isinstance(value, Path) or callable(value))):
+                raise PluginError(f"reward.plugins entry {dict(entry)!r}: '{key}' must be a string, got {type(value).__name__}")
+        spec = PluginSpec(values["path"], values.get("function", DEFAULT_FUNCTION), values.get("name"),
+                          values.get("contract", "auto"), values.get("format", "auto"))
+        if isinstance(spec.source, str) and "function" not in values and ":" in spec.source:
+            inner = parse_plugin_entry(spec.source)  # {path: file.py:fn, name: x}
+            spec = PluginSpec(inner.source, inner.function, spec.name, spec.contract, spec.format)
+    else:
+        raise PluginError(
+            f"reward.plugins entry {entry!r} is a {type(entry).__name__}; give file.py, file.py:function or a mapping "
+            f"with keys {', '.join(ENTRY_KEYS)}"
+        )
+    if spec.contract != "auto" and spec.contract not in CONTRACTS:
+        raise PluginError(f"unknown plugin contract {spec.contract!r}; choose auto, {', '.join(CONTRACTS)}")
+    if spec.format not in FORMATS:
+        raise PluginError(f"unknown plugin format {spec.format!r}; choose {', '.join(FORMATS)}")
+    if not _FUNCTION.match(spec.function):
+        raise PluginError(f"reward plugin function {spec.function!r} is not a Python function name")
+    plugin_name(spec)  # checked now, before anything is imported
+    return spec
+
+
+def parse_plugin_entries(entries: Sequence[Any]) -> list[PluginSpec]:
+    """Every entry parsed, and their names checked to be distinct."""
+    specs = [parse_plugin_entry(entry) for entry in entries]
+    seen: dict[str, PluginSpec] = {}
+    for spec in specs:
+        name = plugin_name(spec)
+        if name in seen:
+            raise PluginError(
+                f"two reward plugins are both named {name!r} ({_describe_source(seen[name].source)} and "
+                f"{_describe_source(spec.source)}); give one another name: {{path: ..., name: other_name}} in reward.plugins"
+            )
+        seen[name] = spec
+    return specs
+
+
+def config_plugin_entries(reward_cfg) -> list[Any]:
+    """The entries of a config's `reward` group: `reward.plugin` (if set) first, then `reward.plugins`."""
+    return [*([reward_cfg.plugin] if reward_cfg.plugin else []), *(reward_cfg.plugins or [])]
 
 
 # ----------------------------------------------------------------------------
@@ -147,7 +306,7 @@ def _detect_contract(fn: Callable, label: str) -> str:
         f"{label}: cannot tell its contract from parameters {sorted(names)}. Use one of "
         "compute_score(split, solution_str, ground_truth, info) [seed], "
         "compute_score(data_source, solution_str, ground_truth, extra_info=None) [verl], "
-        "fn(completions, **kwargs) [trl], or pass contract='seed' | 'verl' | 'trl'."
+        "fn(completions, **kwargs) [trl], or set the entry's contract: {path: ..., contract: seed | verl | trl}."
     )
 
 
@@ -159,12 +318,18 @@ def _check_signature(fn: Callable, contract: str, label: str) -> None:
         elif contract == "verl":
             signature.bind(data_source="d", solution_str="s", ground_truth="g", extra_info={})
         else:
-            signature.bind(prompts=[], completions=[], ground_truth=[], num_tokens=[])
+            params = signature.parameters.values()
+            if not any(p.kind is p.VAR_KEYWORD for p in params) and "completions" not in signature.parameters:
+                raise TypeError("it takes no 'completions' keyword")
+            positional_only = [p.name for p in params if p.kind is p.POSITIONAL_ONLY and p.default is p.empty]
+            if positional_only:
+                raise TypeError(f"positional-only parameters {positional_only}; TRL passes keywords")
     except TypeError as error:
         expected = {
             "seed": "compute_score(split, solution_str, ground_truth, info)",
             "verl": "compute_score(data_source, solution_str, ground_truth, extra_info=None)",
-            "trl": "fn(completions, **kwargs) (we pass prompts, completions, ground_truth, num_tokens)",
+            "trl": "fn(completions, **kwargs) (called with prompts, completions, completion_ids, trainer_state and "
+            "the dataset's columns as keywords)",
         }[contract]
         raise PluginError(
             f"{label} has the wrong signature {signature} for the {contract} contract ({error}); expected {expected}"
@@ -174,7 +339,8 @@ def _check_signature(fn: Callable, contract: str, label: str) -> None:
 def _load_module(path: Path) -> Any:
     if not path.is_file():
         raise PluginError(
-            f"reward plugin file {str(path)!r} not found (resolved to {path.resolve()}); set reward.plugin to a .py file"
+            f"reward plugin file {str(path)!r} not found (resolved to {path.resolve()}); "
+            "reward.plugins / reward.plugin entries are .py files, relative to the working directory"
         )
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
     spec = importlib.util.spec_from_file_location(f"dapo_nb_plugin_{path.stem}_{digest}", path)
@@ -191,29 +357,44 @@ def _load_module(path: Path) -> Any:
     return module
 
 
-def load_plugin(spec: str | Path | Callable, contract: str = "auto", function: str = "compute_score") -> RewardPlugin:
-    """A checked RewardPlugin from a .py path (seed/verl contract) or a callable (any contract)."""
-    if contract != "auto" and contract not in CONTRACTS:
-        raise PluginError(f"unknown plugin contract {contract!r}; choose auto, {', '.join(CONTRACTS)}")
-    if callable(spec):
-        fn, label = spec, f"reward plugin function {getattr(spec, '__name__', repr(spec))!r}"
+def load_plugin(
+    spec: Any,
+    contract: str = "auto",
+    function: str = DEFAULT_FUNCTION,
+    *,
+    name: str | None = None,
+    format: str = "auto",
+) -> RewardPlugin:
+    """A checked RewardPlugin from a reward.plugins entry (`file.py`, `file.py:fn`, a mapping, a PluginSpec) or a
+    callable; `contract`, `function`, `name` and `format` apply where the entry does not say."""
+    if isinstance(spec, (PluginSpec, Mapping)):
+        parsed = parse_plugin_entry(spec)
+    else:  # a plain path or a callable: the keyword arguments fill in what it does not say
+        source, from_text = _split_function(spec) if isinstance(spec, (str, Path)) else (spec, None)
+        parsed = parse_plugin_entry(PluginSpec(source, from_text or function, name, contract, format))
+    source = parsed.source
+    if callable(source):
+        fn, label = source, f"reward plugin function {getattr(source, '__name__', repr(source))!r}"
     else:
-        path = Path(spec).expanduser()
+        path = Path(source).expanduser()
         module = _load_module(path)
-        fn = getattr(module, function, None)
-        label = f"reward plugin {str(path)!r} ({function})"
+        fn = getattr(module, parsed.function, None)
+        label = f"reward plugin {str(path)!r} ({parsed.function})"
         if fn is None or not callable(fn):
             defined = sorted(
                 n for n, v in vars(module).items() if callable(v) and getattr(v, "__module__", "") == module.__name__
             )
             problem = "is not callable" if fn is not None else "is missing"
+            example = defined[0] if defined else "my_function"
             raise PluginError(
-                f"reward plugin {str(path)!r}: function {function!r} {problem}; the file defines {defined or 'no functions'}. "
-                "Define compute_score(split, solution_str, ground_truth, info), or name your function with reward.plugin_function."
+                f"reward plugin {str(path)!r}: function {parsed.function!r} {problem}; the file defines "
+                f"{defined or 'no functions'}. Define compute_score(split, solution_str, ground_truth, info), or name "
+                f"the function in the entry: reward.plugins=[{path}:{example}]"
             )
-    chosen = _detect_contract(fn, label) if contract == "auto" else contract
+    chosen = _detect_contract(fn, label) if parsed.contract == "auto" else parsed.contract
     _check_signature(fn, chosen, label)
-    return RewardPlugin(fn=fn, contract=chosen, label=label)
+    return RewardPlugin(fn=fn, contract=chosen, label=label, name=plugin_name(parsed), format=parsed.format,
+                        keys=() if chosen == "trl" else None)  # a TRL function has no breakdown
 
 
 # ----------------------------------------------------------------------------
@@ -222,11 +403,12 @@ def load_plugin(spec: str | Path | Callable, contract: str = "auto", function: s
 
 @dataclass
 class PluginOutput:
-    """Scores and breakdowns per sample (None where it failed) and the failures."""
+    """Scores and breakdowns per sample (None where it failed or, for TRL, returned None) and the failures."""
 
     scores: list[float | None]
     breakdowns: list[dict[str, float] | None]
     failures: list[SampleFailure] = field(default_factory=list)
+    not_applicable: list[int] = field(default_factory=list)  # samples a TRL function returned None for
 
 
 @dataclass
@@ -236,7 +418,18 @@ class RewardPlugin:
     fn: Callable
     contract: str
     label: str
+    name: str = PLUGIN_OBJECTIVE
+    format: str = "auto"
     keys: tuple[str, ...] | None = None
+
+    def objective(self, key: str) -> str:
+        """The objective name of breakdown key `key`: `<plugin name>.<key>`."""
+        return f"{self.name}.{key}"
+
+    @property
+    def objective_names(self) -> list[str]:
+        """`<name>` and `<name>.<key>` for every known breakdown key."""
+        return [self.name, *(self.objective(key) for key in self.keys or ())]
 
     def describe_failure(self, failure: SampleFailure, completion: str, info: dict) -> str:
         """The full error message: plugin, sample, problem, and how to proceed."""
@@ -254,10 +447,15 @@ class RewardPlugin:
         infos: Sequence[dict],
         split: str,
         num_tokens: Sequence[int | None],
+        *,
+        columns: Mapping[str, Sequence[Any]] | None = None,
+        completion_ids: Sequence[Sequence[int]] | None = None,
+        trainer_state: Any = None,
     ) -> PluginOutput:
-        """Run the plugin on a batch; never raises for a per-sample problem."""
+        """Run the plugin on a batch; never raises for a per-sample problem. `columns` are the dataset's columns
+        (TRL contract; default: ground_truth only)."""
         if self.contract == "trl":
-            return self._call_batch(completions, ground_truths, prompts, num_tokens)
+            return self._call_batch(completions, ground_truths, prompts, columns, completion_ids, trainer_state)
         count = len(completions)
         out = PluginOutput([None] * count, [None] * count)
         for i in range(count):
@@ -294,20 +492,58 @@ class RewardPlugin:
                 f"breakdown keys changed from {list(self.keys)} (missing: {missing}, new: {new}); keep them fixed",
             )
 
-    def _call_batch(self, completions, ground_truths, prompts, num_tokens) -> PluginOutput:
+    def conversational(self, prompts: Sequence[Any]) -> bool:
+        """Whether this batch goes to the function in TRL's conversational format."""
+        if self.format != "auto":
+            return self.format == "conversational"
+        return bool(prompts) and is_conversational(prompts[0])
+
+    def trl_arguments(
+        self, completions, ground_truths, prompts, columns=None, completion_ids=None, trainer_state=None
+    ) -> dict[str, Any]:
+        """The keyword arguments TRL would pass, filtered to the parameters the function names (unless **kwargs)."""
+        if self.conversational(prompts):
+            prompts = [p if is_conversational(p) else [{"role": "user", "content": p}] for p in prompts]
+            completions = [[{"role": "assistant", "content": c}] for c in completions]
+        arguments: dict[str, Any] = {
+            key: list(values) for key, values in (columns or {"ground_truth": ground_truths}).items()
+            if key not in TRL_ARGUMENTS
+        }
+        arguments.update(prompts=list(prompts), completions=list(completions), trainer_state=trainer_state)
+        if completion_ids is not None:
+            arguments["completion_ids"] = [list(ids) for ids in completion_ids]
+        parameters = inspect.signature(self.fn).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            return arguments
+        missing = [
+            name for name, p in parameters.items()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in arguments
+        ]
+        if missing:
+            hint = " (the caller passed no completion_ids)" if "completion_ids" in missing else ""
+            raise PluginError(
+                f"{self.label} needs {missing}, which this batch does not have{hint}; it has {sorted(arguments)} "
+                "(the dataset's columns plus prompts, completions, completion_ids, trainer_state). Add **kwargs, "
+                "give the parameter a default, or add the column to the data"
+            )
+        return {name: value for name, value in arguments.items() if name in parameters}
+
+    def _call_batch(self, completions, ground_truths, prompts, columns, completion_ids, trainer_state) -> PluginOutput:
         count = len(completions)
         out = PluginOutput([None] * count, [None] * count)
         self.keys = ()
+        arguments = self.trl_arguments(completions, ground_truths, prompts, columns, completion_ids, trainer_state)
         try:
-            raw = self.fn(
-                prompts=list(prompts),
-                completions=list(completions),
-                ground_truth=list(ground_truths),
-                num_tokens=list(num_tokens),
-            )
+            raw = self.fn(**arguments)
         except Exception as error:
+            hint = ""
+            if isinstance(error, (TypeError, KeyError, IndexError, AttributeError)):
+                shown = "conversational" if self.conversational(prompts) else "standard"
+                other = "standard" if shown == "conversational" else "conversational"
+                hint = (f" [it got completions in TRL's {shown} format; if it expects the {other} one, "
+                        f"set format: {other} in its reward.plugins entry]")
             out.failures = [
-                SampleFailure(i, "exception", f"raised {type(error).__name__}: {error} (on the whole batch)", error)
+                SampleFailure(i, "exception", f"raised {type(error).__name__}: {error} (on the whole batch){hint}", error)
                 for i in range(count)
             ]
             return out
@@ -328,8 +564,17 @@ class RewardPlugin:
             return out
         for i, value in enumerate(raw):
             try:
-                out.scores[i] = 0.0 if value is None else check_number(value, "the returned reward")
+                if value is None:  # TRL: not applicable to this sample
+                    out.not_applicable.append(i)
+                    out.breakdowns[i] = {}
+                    continue
+                out.scores[i] = check_number(value, "the returned reward")
                 out.breakdowns[i] = {}
             except SampleProblem as bad:
                 out.failures.append(SampleFailure(i, bad.kind, bad.problem))
         return out
+
+
+def trainer_state_for(step: int | None) -> Any:
+    """What a TRL function gets as `trainer_state` outside TRL: an object with `global_step` (our training step)."""
+    return types.SimpleNamespace(global_step=step if step is not None else 0)

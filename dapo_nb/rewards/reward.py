@@ -1,4 +1,4 @@
-"""The combined multi-objective reward: objectives + optional plugin -> one scalar per completion.
+"""The combined multi-objective reward: objectives + reward plugins -> one scalar per completion.
 
     reward = MultiObjectiveReward(objectives=["correctness", "format"], weights={"correctness": 1.0, "format": 0.2})
     batch = reward.score(completions, ground_truths, group_ids=[0, 0, 1, 1])
@@ -6,12 +6,25 @@
     batch.metrics()       # reward, reward_std, rewards/<name>/mean|std, weights/<name>, reward_errors/<kind>
     reward.weights.set({"format": 0.5})   # from a slider, between steps; thread-safe
 
-Objectives come from the registry (`objectives.py`). A plugin (`plugins.py`) adds the objective
-`plugin` (its own scalar score) and one objective per breakdown key. Default weights: 1.0 for
-every listed objective and for `plugin`, 0.0 for breakdown keys (already inside the plugin's
-score; raise them, and lower `plugin`, to re-weight the breakdown live). Listed objectives left
-out of `weights` get 0.0: computed and logged, not rewarded. So the seed's plugin alone gives
-exactly the seed's reward, and `weights={"plugin": 0, "correctness": 1}` re-scalarizes its breakdown.
+Objectives come from the registry (`objectives.py`). Each plugin (`plugins.py`; any number, from
+`plugins=[...]` / `reward.plugins`) adds the objective `<name>` (its own scalar score) and one
+objective `<name>.<key>` per breakdown key, e.g. `my_multiobj_reward_fixed.correctness`, so a
+plugin's `correctness` never collides with the built-in `correctness`: both are computed, logged
+and weighted on their own. All are scored together. Default weights: 1.0 for every listed
+objective and every plugin's own score when `weights` is not given; with `weights`, listed
+objectives it leaves out get 0.0 (computed and logged, not rewarded), a plugin's own score still
+1.0, breakdown keys 0.0 (already inside the plugin's score; raise them, and lower `<name>`, to
+re-weight the breakdown live). So the seed's plugin alone gives exactly the seed's reward, and
+`weights={"<name>": 0, "<name>.correctness": 1}` re-scalarizes its breakdown. Objectives not
+given are the names in `weights` that no plugin owns (none: correctness and format, or only the
+plugins when there are some).
+
+A TRL function's `None` ("not applicable", TRL's convention) adds nothing to a weighted sum for
+that sample (TRL: NaN, then nansum) and leaves the sample out of `rewards/<name>/mean|std` (TRL:
+nanmean); the objective's value in `RewardBatch.objectives` is 0.0. A sample for which every
+objective with a positive weight is not applicable cannot be scored: it is marked invalid
+(`valid[i] = False`, counted in `reward_errors/dropped`), as TRL gives such rows no advantage.
+The Tchebycheff scalarizers and `group_zscore` see such a value as 0.0.
 
 Errors of a plugin or of a registered objective on one sample follow `on_error`:
 `raise` (default) raises `PluginError` naming the plugin or objective, the sample and the problem;
@@ -27,22 +40,26 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from .objectives import Objective, check_overlong_settings, get_objective
+from .objectives import OBJECTIVES, Objective, ObjectiveError, check_overlong_settings, get_objective
 from .plugins import (
+    DEFAULT_FUNCTION,
     ERROR_KINDS,
     ON_ERROR,
-    PLUGIN_OBJECTIVE,
+    TRL_ARGUMENTS,
     PluginError,
     RewardPlugin,
     SampleFailure,
     SampleProblem,
     check_number,
+    config_plugin_entries,
     load_plugin,
+    parse_plugin_entries,
+    trainer_state_for,
 )
 from .scalarize import check_choice, scalarize
-from .weights import LiveWeights
+from .weights import LiveWeights, WeightsError
 
 logger = logging.getLogger(__name__)
 DEFAULT_OBJECTIVES = ("correctness", "format")
@@ -72,6 +89,7 @@ class RewardBatch:
     step: int = 0
     split: str = "train"
     error_messages: list[str] = field(default_factory=list)
+    applicable: dict[str, list[bool]] = field(default_factory=dict)  # name -> (N,), only names with a None (TRL)
 
     @staticmethod
     def concat(batches: Sequence[RewardBatch]) -> RewardBatch:
@@ -85,7 +103,9 @@ class RewardBatch:
             weights=dict(batches[-1].weights), valid=[ok for b in batches for ok in b.valid],
             error_counts={k: sum(b.error_counts.get(k, 0) for b in batches) for k in batches[-1].error_counts},
             step=batches[-1].step, split=batches[-1].split,
-            error_messages=[m for b in batches for m in b.error_messages])
+            error_messages=[m for b in batches for m in b.error_messages],
+            applicable={n: [ok for b in batches for ok in b.applicable.get(n, [True] * len(b.scores))]
+                        for n in dict.fromkeys(n for b in batches for n in b.applicable)})
 
     def metrics(self) -> dict[str, float]:
         """TRL-style metric names over the valid samples (population std); both training backends log these."""
@@ -93,7 +113,9 @@ class RewardBatch:
         mean, std = _mean_std([self.scores[i] for i in keep])
         out = {"reward": mean, "reward_std": std}
         for name, column in self.objectives.items():
-            out[f"rewards/{name}/mean"], out[f"rewards/{name}/std"] = _mean_std([column[i] for i in keep])
+            applies = self.applicable.get(name)  # TRL's nanmean: samples a function returned None for stay out
+            rows = keep if applies is None else [i for i in keep if applies[i]]
+            out[f"rewards/{name}/mean"], out[f"rewards/{name}/std"] = _mean_std([column[i] for i in rows])
         out.update({f"weights/{name}": weight for name, weight in self.weights.items()})
         out.update({f"reward_errors/{kind}": float(count) for kind, count in self.error_counts.items()})
         out["reward_errors/dropped"] = float(len(self.valid) - len(keep))
@@ -118,7 +140,7 @@ def _check_list(value: Any, name: str, count: int | None, item_types: tuple[type
 
 
 class MultiObjectiveReward:
-    """Named objectives (and an optional plugin) combined into one scalar, with live weights."""
+    """Named objectives and any number of reward plugins combined into one scalar, with live weights."""
 
     def __init__(
         self,
@@ -126,7 +148,7 @@ class MultiObjectiveReward:
         weights: Mapping[str, float] | None = None,
         scalarizer: str = "weighted_sum",
         normalization: str = "none",
-        plugin: str | Path | Callable | None = None,
+        plugin: Any = None,
         on_error: str = "raise",
         schedule: Mapping[int, Mapping[str, float]] | None = None,
         overlong_max_len: int | None = None,
@@ -134,20 +156,27 @@ class MultiObjectiveReward:
         ideal: Mapping[str, float] | None = None,
         mu: float = 0.1,
         plugin_contract: str = "auto",
-        plugin_function: str = "compute_score",
+        plugin_function: str = DEFAULT_FUNCTION,
+        plugins: Sequence[Any] | None = None,
     ) -> None:
+        """`plugins`: entries as in reward.plugins (`file.py`, `file.py:fn`, a mapping, a callable); `plugin` is one
+        more entry placed first, with `plugin_contract` / `plugin_function` applying to it alone."""
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error={on_error!r} is not one of {', '.join(ON_ERROR)}")
         check_choice(scalarizer, normalization, mu)
         self.scalarizer, self.normalization, self.on_error, self.mu = scalarizer, normalization, on_error, float(mu)
         self.overlong_max_len, self.overlong_buffer_len = overlong_max_len, overlong_buffer_len
-        self.plugin: RewardPlugin | None = (
-            load_plugin(plugin, plugin_contract, plugin_function) if plugin is not None else None
-        )
+        if isinstance(plugins, (str, Path)) or callable(plugins):
+            plugins = [plugins]
+        self.plugins: list[RewardPlugin] = (
+            [load_plugin(plugin, plugin_contract, plugin_function)] if plugin is not None else []
+        ) + [load_plugin(entry) for entry in plugins or []]
+        self._check_plugin_names()
+        plugin_names = [p.name for p in self.plugins]
 
         if objectives is None:
-            registered = [n for n in (weights or {}) if n != PLUGIN_OBJECTIVE]
-            objectives = [] if self.plugin is not None else (registered or list(DEFAULT_OBJECTIVES))
+            registered = [n for n in (weights or {}) if not self._plugin_owned(n)]
+            objectives = registered or ([] if self.plugins else list(DEFAULT_OBJECTIVES))
         if isinstance(objectives, str):
             raise ValueError(
                 f"objectives must be a list of names, got the string {objectives!r}; write [{objectives!r}]"
@@ -155,21 +184,67 @@ class MultiObjectiveReward:
         duplicates = sorted({n for n in objectives if list(objectives).count(n) > 1})
         if duplicates:
             raise ValueError(f"objectives lists {duplicates} more than once")
-        self.objectives: dict[str, Objective] = {name: get_objective(name) for name in objectives}
-        if not self.objectives and self.plugin is None:
+        self.objectives: dict[str, Objective] = {name: self._registered(name) for name in objectives}
+        if not self.objectives and not self.plugins:
             raise ValueError("the reward has no objectives: list some (e.g. ['correctness']) or give a plugin")
         self._check_overlong()
 
-        fixed_names = list(self.objectives) + ([PLUGIN_OBJECTIVE] if self.plugin is not None else [])
+        fixed_names = list(self.objectives) + plugin_names
         if weights is None:
             weights = {name: 1.0 for name in fixed_names}
-        else:
-            weights = {**{name: 0.0 for name in fixed_names}, **weights}
-        plugin_keys_unknown = self.plugin is not None and self.plugin.contract != "trl"
-        self.weights = LiveWeights(weights, None if plugin_keys_unknown else fixed_names, schedule)
+        else:  # listed objectives left out: logged, not rewarded; a plugin's own score counts unless weighted
+            weights = {**{name: 0.0 for name in self.objectives}, **{name: 1.0 for name in plugin_names}, **weights}
+        pending = any(p.keys is None for p in self.plugins)  # breakdown keys known after a plugin's first call
+        if pending:
+            self._check_pending_names(weights, schedule, fixed_names)
+        self.weights = LiveWeights(weights, None if pending else self.names, schedule)
         self._fixed_names = fixed_names
         self.ideal = {name: check_number_or_raise(value, f"ideal[{name!r}]") for name, value in (ideal or {}).items()}
         self._logged_kinds: set[tuple[str, str]] = set()
+
+    # -- construction checks -------------------------------------------------
+
+    def _check_plugin_names(self) -> None:
+        seen: dict[str, RewardPlugin] = {}
+        for plugin in self.plugins:
+            if plugin.name in seen:
+                raise PluginError(
+                    f"{seen[plugin.name].label} and {plugin.label} are both named {plugin.name!r}; give one another "
+                    "name: {path: ..., name: other_name} in reward.plugins"
+                )
+            if plugin.name in OBJECTIVES:
+                raise PluginError(
+                    f"{plugin.label} is named {plugin.name!r}, like the registered objective {plugin.name!r}; "
+                    "give it another name: {path: ..., name: other_name} in reward.plugins"
+                )
+            seen[plugin.name] = plugin
+
+    def _plugin_owned(self, name: str) -> bool:
+        """Whether `name` is a plugin's score (`<plugin>`) or a breakdown key of one (`<plugin>.<key>`)."""
+        return any(name == p.name or name.startswith(p.name + ".") for p in self.plugins)
+
+    def _registered(self, name: str) -> Objective:
+        try:
+            return get_objective(name)
+        except ObjectiveError as error:
+            if not self.plugins:
+                raise
+            owned = ", ".join(f"{p.name}, {p.name}.<breakdown key>" for p in self.plugins)
+            raise ObjectiveError(f"{error}; plugin objectives are named after the plugin: {owned}") from None
+
+    def _check_pending_names(self, weights, schedule, fixed_names) -> None:
+        """Before breakdown keys are known: names must be listed, a plugin's, or `<plugin>.<key>` of a plugin whose
+        keys are still unknown (those are checked after its first call)."""
+        pending = [p.name for p in self.plugins if p.keys is None]
+        entries = [("weights", weights), *((f"schedule[{step}]", entry) for step, entry in (schedule or {}).items())]
+        for where, entry in entries:
+            if not isinstance(entry, Mapping):
+                continue  # LiveWeights says what is wrong
+            for name in entry:
+                if name in fixed_names or any(str(name).startswith(p + ".") for p in pending):
+                    continue
+                known = ", ".join([*sorted(fixed_names), *(f"{p}.<breakdown key>" for p in pending)])
+                raise WeightsError(f"{where}: unknown objective {name!r}; known objectives: {known}")
 
     def _check_overlong(self) -> None:
         needs = {key for objective in self.objectives.values() for key in objective.needs}
@@ -179,10 +254,15 @@ class MultiObjectiveReward:
             check_overlong_settings(self.overlong_max_len, self.overlong_max_len)
 
     @property
+    def plugin(self) -> RewardPlugin | None:
+        """The first plugin, or None (for code written when a reward had at most one)."""
+        return self.plugins[0] if self.plugins else None
+
+    @property
     def names(self) -> list[str]:
-        """Every objective this reward reports: listed ones, then `plugin` and its breakdown keys."""
-        keys = list(self.plugin.keys or ()) if self.plugin is not None else []
-        return self._fixed_names + keys
+        """Every objective this reward reports: listed ones, each plugin's score, then the plugins' breakdown keys."""
+        keys = [p.objective(key) for p in self.plugins for key in p.keys or ()]
+        return [*self.objectives, *(p.name for p in self.plugins), *keys]
 
     # -- scoring -----------------------------------------------------------
 
@@ -196,8 +276,12 @@ class MultiObjectiveReward:
         step: int | None = None,
         split: str = "train",
         infos: Sequence[Mapping[str, Any]] | None = None,
+        completion_ids: Sequence[Sequence[int]] | None = None,
+        trainer_state: Any = None,
     ) -> RewardBatch:
-        """Score a batch of completions; `infos` (e.g. qid, data_source) reach objectives and plugins.
+        """Score a batch of completions; `infos` (e.g. qid, data_source, the record's other columns) reach objectives
+        and plugins. `completion_ids` and `trainer_state` are passed on to TRL reward functions (default state: an
+        object with `global_step` = `step`).
 
         With split="train" the batch applies due schedule entries and is recorded in the weights' history; any other
         split (evaluation) only reads the current weights."""
@@ -208,6 +292,8 @@ class MultiObjectiveReward:
         group_ids = _check_list(group_ids, "group_ids", count, None) if group_ids is not None else None
         lengths = _check_list(num_tokens, "num_tokens", count, (int,)) if num_tokens is not None else [None] * count
         extra = _check_list(infos, "infos", count, (Mapping,)) if infos is not None else [{}] * count
+        if completion_ids is not None:
+            completion_ids = _check_list(completion_ids, "completion_ids", count, None)
         for name, objective in self.objectives.items():
             if "num_tokens" in objective.needs and num_tokens is None:
                 raise ValueError(
@@ -232,8 +318,22 @@ class MultiObjectiveReward:
             columns[name] = self._objective_column(
                 objective, completions, ground_truths, prompts, lengths, split, step, infos_full, failures
             )
-        if self.plugin is not None:
-            self._plugin_columns(completions, ground_truths, prompts, infos_full, split, lengths, columns, failures)
+        not_applicable: dict[str, set[int]] = {}
+        if self.plugins:
+            data_columns = {"ground_truth": ground_truths}  # what TRL passes as the dataset's columns
+            for key in dict.fromkeys(k for e in extra for k in e):
+                if key not in TRL_ARGUMENTS:
+                    data_columns[key] = [e.get(key) for e in extra]
+            state = trainer_state if trainer_state is not None else trainer_state_for(step)
+            calls = dict(columns=data_columns, completion_ids=completion_ids, trainer_state=state)
+            for plugin in self.plugins:
+                self._plugin_columns(plugin, completions, ground_truths, prompts, infos_full, split, lengths, calls,
+                                     columns, failures, not_applicable)
+            if self.weights.known is None and all(p.keys is not None for p in self.plugins):
+                current = self.weights.get()  # breakdown keys get 0.0, in the order of `names` (the sliders' order)
+                self.weights.set({name: 0.0 for name in self.names if name not in current})
+                self.weights.set_known(self.names)  # every breakdown key known: check weights and schedule now
+            columns = {**{name: columns[name] for name in self.names if name in columns}, **columns}  # names' order
 
         valid = [True] * count
         error_counts = {kind: 0 for kind in ERROR_KINDS}
@@ -257,6 +357,7 @@ class MultiObjectiveReward:
             step, weights = step or 0, self.weights.get()
         for name in weights:  # weights for breakdown keys of a plugin that has not succeeded yet
             columns.setdefault(name, [0.0] * count)
+        self._drop_unscorable(weights, not_applicable, valid)
         declared_high = {name: objective.high for name, objective in self.objectives.items()}
         scores = scalarize(
             columns,
@@ -269,7 +370,24 @@ class MultiObjectiveReward:
             mu=self.mu,
             declared_high=declared_high,
         )
-        return RewardBatch(scores, columns, weights, valid, error_counts, step, split, [m for _, _, m in failures])
+        applicable = {name: [i not in rows for i in range(count)] for name, rows in not_applicable.items()}
+        return RewardBatch(scores, columns, weights, valid, error_counts, step, split, [m for _, _, m in failures],
+                           applicable)
+
+    def _drop_unscorable(self, weights, not_applicable, valid) -> None:
+        """TRL: a row every (weighted) reward function returned None for gets no advantage; here it is invalid."""
+        active = [name for name, weight in weights.items() if weight > 0]
+        if not not_applicable or not active:
+            return
+        for i in range(len(valid)):
+            if valid[i] and all(i in not_applicable.get(name, ()) for name in active):
+                valid[i] = False
+                if ("unscorable", "none") not in self._logged_kinds:
+                    self._logged_kinds.add(("unscorable", "none"))
+                    logger.warning(
+                        "sample %d: every weighted objective (%s) returned None (not applicable); it is left out "
+                        "like TRL's unscorable rows (counted in reward_errors/dropped; later ones are only counted)",
+                        i, ", ".join(active))
 
     def _objective_column(
         self, objective, completions, ground_truths, prompts, lengths, split, step, infos, failures
@@ -311,24 +429,19 @@ class MultiObjectiveReward:
             column.append(value)
         return column
 
-    def _plugin_columns(self, completions, ground_truths, prompts, infos, split, lengths, columns, failures) -> None:
-        assert self.plugin is not None
-        had_keys = self.plugin.keys is not None
-        out = self.plugin(completions, ground_truths, prompts, infos, split, lengths)
-        if not had_keys and self.plugin.keys is not None:
-            clash = sorted(set(self.plugin.keys) & set(self.objectives))
-            if clash:
-                raise PluginError(
-                    f"{self.plugin.label}: breakdown keys {clash} clash with listed objectives; drop them from objectives"
-                )
-            self.weights.set_known(self._fixed_names + list(self.plugin.keys))
-        keys = list(self.plugin.keys or ())
-        columns[PLUGIN_OBJECTIVE] = [score if score is not None else 0.0 for score in out.scores]
+    def _plugin_columns(self, plugin, completions, ground_truths, prompts, infos, split, lengths, calls, columns,
+                        failures, not_applicable) -> None:
+        out = plugin(completions, ground_truths, prompts, infos, split, lengths, **calls)
+        keys = list(plugin.keys or ())
+        columns[plugin.name] = [score if score is not None else 0.0 for score in out.scores]
         for key in keys:
-            columns[key] = [b.get(key, 0.0) if b is not None else 0.0 for b in out.breakdowns]
+            columns[plugin.objective(key)] = [b.get(key, 0.0) if b is not None else 0.0 for b in out.breakdowns]
+        if out.not_applicable:
+            not_applicable[plugin.name] = set(out.not_applicable)
+        names = [plugin.name, *(plugin.objective(key) for key in keys)]
         for failure in out.failures:
-            message = self.plugin.describe_failure(failure, completions[failure.index], infos[failure.index])
-            failures.append(([PLUGIN_OBJECTIVE, *keys], failure, message))
+            message = plugin.describe_failure(failure, completions[failure.index], infos[failure.index])
+            failures.append((names, failure, message))
 
 
 def check_number_or_raise(value: Any, what: str) -> float:
@@ -340,20 +453,22 @@ def check_number_or_raise(value: Any, what: str) -> float:
 
 
 def objective_names(reward_cfg) -> list[str]:
-    """The objectives a config's `reward` group describes: those listed in `reward.objectives`, then any that only a
-    weight or a schedule entry names (without a plugin; a plugin's breakdown keys are known after its first call)."""
+    """The registered objectives a config's `reward` group describes: those listed in `reward.objectives`, then any
+    that only a weight or a schedule entry names, leaving out the plugins' own (`<plugin>`, `<plugin>.<key>`; the
+    plugins come from `reward.plugin` and `reward.plugins`)."""
+    plugins = [spec.resolved_name for spec in parse_plugin_entries(config_plugin_entries(reward_cfg))]
     named = [*reward_cfg.weights, *(name for entry in reward_cfg.schedule.values() for name in entry)]
-    extra = [] if reward_cfg.plugin else [n for n in named if n != "plugin"]
+    extra = [n for n in named if not any(n == p or str(n).startswith(p + ".") for p in plugins)]
     return list(dict.fromkeys([*reward_cfg.objectives, *extra]))
 
 
 def reward_from_config(cfg) -> MultiObjectiveReward:
-    """The multi-objective reward described by a dapo_nb `Config`'s `reward` group (objectives: `objective_names`);
-    the overlong objective's L_max is `sampling.max_new_tokens`."""
+    """The multi-objective reward described by a dapo_nb `Config`'s `reward` group (objectives: `objective_names`;
+    plugins: `reward.plugin`, then `reward.plugins`); the overlong objective's L_max is `sampling.max_new_tokens`."""
     r = cfg.reward
     return MultiObjectiveReward(
         objectives=objective_names(r) or None, weights=dict(r.weights), scalarizer=r.scalarizer,
-        normalization=r.normalization, plugin=r.plugin, on_error=r.on_error, schedule=dict(r.schedule) or None,
-        ideal=dict(r.ideal) or None, mu=r.mu, overlong_max_len=cfg.sampling.max_new_tokens,
-        overlong_buffer_len=r.overlong_buffer_len,
+        normalization=r.normalization, plugins=config_plugin_entries(r), on_error=r.on_error,
+        schedule=dict(r.schedule) or None, ideal=dict(r.ideal) or None, mu=r.mu,
+        overlong_max_len=cfg.sampling.max_new_tokens, overlong_buffer_len=r.overlong_buffer_len,
     )

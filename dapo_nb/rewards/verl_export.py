@@ -183,7 +183,7 @@ def verl_schema():
 
 
 def jsonl_to_verl_parquet(
-    source: str | Path,
+    source: str | Path | list,
     destination: str | Path,
     *,
     split: str = "train",
@@ -191,14 +191,15 @@ def jsonl_to_verl_parquet(
     system_prompt: str | None = None,
     data_source: str | None = None,
 ) -> int:
-    """Convert a prompt file (read by dapo_nb.data.load_prompts) to verl's parquet; returns the row count."""
+    """Convert a prompt file (read by dapo_nb.data.load_prompts), or a list of PromptExample already loaded (e.g. with
+    `load_prompts_from_config`, for datasets with other column names), to verl's parquet; returns the row count."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from ..data import load_prompts, to_chat_messages
 
     rows = []
-    for index, example in enumerate(load_prompts(source)):
+    for index, example in enumerate(source if isinstance(source, list) else load_prompts(source)):
         messages = [
             {"role": str(m["role"]), "content": str(m["content"])} for m in to_chat_messages(example, system_prompt)
         ]
