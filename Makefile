@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo smoke test bench gpu-prep bench-gpu clean-venv
 
-$(STAMP): pyproject.toml Makefile tests/verl_support/requirements.txt
+$(STAMP): pyproject.toml Makefile tests/verl_support/requirements.txt tests/trackers_support/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml Makefile tests/verl_support/requirements.txt
 	# verl's light modules for the verl export test, in a side folder (not the venv): tests/verl_support/requirements.txt
 	rm -rf $(VENV)/verl-site
 	$(PY) -m pip install -q --no-deps --target $(VENV)/verl-site -r tests/verl_support/requirements.txt
+	# wandb and trackio for the tracker tests, likewise in a side folder: tests/trackers_support/requirements.txt
+	rm -rf $(VENV)/trackers-site
+	$(PY) -m pip install -q --no-deps --target $(VENV)/trackers-site -r tests/trackers_support/requirements.txt
 	touch $(STAMP)
 
 install: $(STAMP)

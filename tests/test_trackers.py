@@ -8,12 +8,19 @@ import importlib.util
 import json
 import struct
 import sys
+from pathlib import Path
 
 import pytest
 
-from dapo_nb import trackers
-from dapo_nb.config import ConfigError, load_config
-from dapo_nb.trainer import Trainer
+# `make install` puts wandb and trackio in a side folder (tests/trackers_support/requirements.txt); appended, so the
+# venv's own packages win wherever both have one
+TRACKERS_SITE = Path(sys.prefix) / "trackers-site"
+if TRACKERS_SITE.is_dir() and str(TRACKERS_SITE) not in sys.path:
+    sys.path.append(str(TRACKERS_SITE))
+
+from dapo_nb import trackers  # noqa: E402
+from dapo_nb.config import ConfigError, load_config  # noqa: E402
+from dapo_nb.trainer import Trainer  # noqa: E402
 
 
 def make_cfg(tmp_path, train_file, *extra):
