@@ -30,7 +30,6 @@ The seed's command line runs unchanged apart from the program name, e.g.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fnmatch
 import gc
 import json
@@ -41,7 +40,7 @@ import time
 
 import yaml
 
-from .config import Config, ConfigError, all_keys, get_key, key_docs, load_config, to_yaml
+from .config import Config, ConfigError, all_keys, get_key, key_docs, key_types, load_config, to_yaml
 
 _OPTIONS = """
 options:
@@ -222,19 +221,6 @@ def _load(cfg: Config):
 # Commands
 
 
-def _key_types(node=None, prefix: str = "") -> dict[str, str]:
-    """Each dotted key's annotation as written in config.py, e.g. 'str | None'."""
-    node = Config() if node is None else node
-    types = {}
-    for f in dataclasses.fields(node):
-        value = getattr(node, f.name)
-        if dataclasses.is_dataclass(value):
-            types.update(_key_types(value, f"{prefix}{f.name}."))
-        else:
-            types[prefix + f.name] = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    return types
-
-
 def _yaml_value(value) -> str:
     """A value as an override would spell it: YAML flow style (null, [a, b], {x: 1.0})."""
     text = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
@@ -251,7 +237,7 @@ def cmd_keys(args: list[str]) -> None:
             if (fnmatch.fnmatchcase(k, pattern) if glob else pattern.lower() in k.lower())]
     if not keys:
         raise ConfigError(f"no config key matches {pattern!r}; `dapo-nb keys` lists them all")
-    cfg, docs, types = Config(), key_docs(), _key_types()
+    cfg, docs, types = Config(), key_docs(), key_types()
     for key in keys:
         print(f"{key}={_yaml_value(get_key(cfg, key))}  ({types[key]})")
         if docs.get(key):

@@ -241,17 +241,28 @@ def _choice(key: str, value: str, options: list[str]) -> None:
 # Dotted keys
 
 
-def all_keys(node=None, prefix: str = "") -> list[str]:
-    """Every settable dotted key, e.g. `ppo.batch_size`."""
+def leaf_fields(node=None, prefix: str = "") -> list[tuple[str, dataclasses.Field, type]]:
+    """(dotted key, its dataclass field, the dataclass declaring it) for every settable key, in declaration order."""
     node = Config() if node is None else node
-    keys = []
+    out = []
     for f in dataclasses.fields(node):
         value = getattr(node, f.name)
         if dataclasses.is_dataclass(value):
-            keys += all_keys(value, f"{prefix}{f.name}.")
+            out += leaf_fields(value, f"{prefix}{f.name}.")
         else:
-            keys.append(prefix + f.name)
-    return keys
+            out.append((prefix + f.name, f, type(node)))
+    return out
+
+
+def all_keys() -> list[str]:
+    """Every settable dotted key, e.g. `ppo.batch_size`."""
+    return [key for key, _, _ in leaf_fields()]
+
+
+def key_types() -> dict[str, str]:
+    """Each dotted key's annotation as written in this file, e.g. 'str | None'."""
+    return {key: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            for key, f, _ in leaf_fields()}
 
 
 def get_key(cfg: Config, key: str):
@@ -298,17 +309,7 @@ def key_docs() -> dict[str, str]:
                 line += 1
             docs[stmt.target.id] = " ".join(p for p in parts if p)
 
-    def walk(obj, prefix: str) -> dict[str, str]:
-        out = {}
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                out.update(walk(value, f"{prefix}{f.name}."))
-            else:
-                out[prefix + f.name] = fields_docs.get(type(obj).__name__, {}).get(f.name, "")
-        return out
-
-    return walk(Config(), "")
+    return {key: fields_docs.get(owner.__name__, {}).get(f.name, "") for key, f, owner in leaf_fields()}
 
 
 def set_key(cfg: Config, key: str, value) -> None:
