@@ -71,11 +71,17 @@ examples:
 
 Greedy pass@1 and sampled avg@k (eval.num_samples) of model.pretrained_model_name_or_path (a model or a dapo-nb
 checkpoint folder) on data.test_path (default builtin:arithmetic/test); the last line is a JSON summary.
+Each score comes with its 95% interval (pass@1_ci95, format@1_ci95: Wilson score over the prompts; avg@k_ci95:
+percentile bootstrap over prompts, seeded, as the k samples of one prompt are not independent).
+eval.compare_to=MODEL evaluates a second model on the same prompts with the same seed and pairs them: McNemar's
+exact test on per-problem greedy correctness (b = right only with model.pretrained_model_name_or_path, c = right
+only with eval.compare_to); one readable line, then the JSON with both summaries and the test.
 {_CONFIG_ARGS}
 
 examples:
   dapo-nb eval eval.num_samples=0 eval.max_prompts=50
   dapo-nb eval model.pretrained_model_name_or_path=checkpoints/dapo/step-50
+  dapo-nb eval model.pretrained_model_name_or_path=checkpoints/dapo/step-50 eval.compare_to=default eval.num_samples=0
 {_OPTIONS}""",
     "smoke": f"""usage: dapo-nb smoke [config.yaml] [key=value ...]
 
@@ -280,26 +286,59 @@ def cmd_train(args: list[str]) -> None:
 
 
 def cmd_eval(args: list[str]) -> None:
-    """Evaluate a model or checkpoint on data.test_path; the last line is a JSON summary."""
+    """Evaluate a model or checkpoint on data.test_path (and, with eval.compare_to, a second one, paired); the last
+    line is a JSON summary."""
     cfg = _config(args)
     examples = _prompts(cfg, "test")
     reward = _reward(cfg)
+    import copy
+
     import torch
 
     from .evaluate import evaluate
+    from .stats import paired_comparison
 
-    torch.manual_seed(cfg.train.seed)
-    model, tokenizer = _load(cfg)
     if cfg.eval.max_prompts:
         examples = examples[: cfg.eval.max_prompts]
-    t0 = time.perf_counter()
-    summary = evaluate(
-        model, tokenizer, examples, reward, system_prompt=cfg.data.system_prompt,
-        max_new_tokens=cfg.sampling.max_new_tokens, context_max_len=cfg.sampling.context_max_len,
-        num_samples=cfg.eval.num_samples, temperature=cfg.sampling.temperature or 1.0, seed=cfg.train.seed)
-    summary = {"model": cfg.model.pretrained_model_name_or_path, "data": cfg.data.test_path,
-               "seconds": round(time.perf_counter() - t0, 1), **summary}
-    print(json.dumps(summary))
+
+    def run(model_cfg, key: str) -> tuple[dict, dict]:
+        from .models import describe, policy_from_config
+
+        torch.manual_seed(cfg.train.seed)
+        t0 = time.perf_counter()
+        with _reading(f"{key}={model_cfg.model.pretrained_model_name_or_path}"):
+            model, tokenizer = policy_from_config(model_cfg.model)
+        print(f"loaded {describe(model)} in {time.perf_counter() - t0:.1f}s", flush=True)
+        t0 = time.perf_counter()
+        summary = evaluate(
+            model, tokenizer, examples, reward, system_prompt=cfg.data.system_prompt,
+            max_new_tokens=cfg.sampling.max_new_tokens, context_max_len=cfg.sampling.context_max_len,
+            num_samples=cfg.eval.num_samples, temperature=cfg.sampling.temperature or 1.0, seed=cfg.train.seed,
+            stats=True)
+        per_problem = summary.pop("per_problem")
+        del model
+        gc.collect()
+        return {"model": model_cfg.model.pretrained_model_name_or_path, "data": cfg.data.test_path,
+                "seconds": round(time.perf_counter() - t0, 1), **summary}, per_problem
+
+    def scores(s: dict) -> str:
+        lo, hi = s["pass@1_ci95"]
+        return f"{s['model']}: pass@1 {s['pass@1']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    first, first_problems = run(cfg, "model.pretrained_model_name_or_path")
+    if not cfg.eval.compare_to:
+        print(f"{scores(first)} (95% Wilson, n={first['num_prompts']})", flush=True)
+        print(json.dumps(first))
+        return
+    other = copy.deepcopy(cfg)
+    other.model.pretrained_model_name_or_path = cfg.eval.compare_to
+    second, second_problems = run(other, "eval.compare_to")
+    test = paired_comparison(first_problems, second_problems)
+    verdict = "significant" if test["significant"] else "not significant"
+    print(f"{scores(first)} vs {scores(second)} (95% Wilson, n={test['n']}); McNemar exact: b={test['b']} "
+          f"c={test['c']} p={test['p_value']:.4g}, {verdict} at {test['alpha']}", flush=True)
+    print(json.dumps({"model": first, "compare_to": second, "pass@1_diff": first["pass@1"] - second["pass@1"],
+                      "mcnemar": test}))
 
 
 def cmd_smoke(args: list[str]) -> None:

@@ -167,6 +167,9 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = before each step, the cores other processes left free (cpu_threads.py)
     report_to: list[str] = field(default_factory=lambda: ["none"])  # trackers (TRL's names): none | tensorboard | wandb | trackio, or a list [tensorboard, wandb] (trackers.py)
     tracker_project: str = "dapo-nb"  # the W&B / Trackio project runs are logged to (train.run_name names the run)
+    eval_every: int = 0  # greedy pass@1 / format@1 on data.test_path every N steps, in that step's metrics (eval/*); 0 = off (backend dapo_nb)
+    eval_prompts: int = 0  # held-out prompts evaluated during training (the first N); 0 = eval.max_prompts (0 there: all)
+    eval_at_start: bool = False  # with eval_every: also evaluate before the first step of a fresh run (a step-0 metrics line of eval/* only)
 
 
 @dataclass
@@ -180,6 +183,7 @@ class TRLConfig:
 class EvalConfig:
     num_samples: int = 4  # k of sampled avg@k (0 = greedy pass@1 only)
     max_prompts: int = 0  # evaluate only the first N test prompts; 0 = all
+    compare_to: str = ""  # a second model or checkpoint for `dapo-nb eval`: both run on the same prompts and seed, compared by McNemar's exact test on per-problem greedy correctness; empty = evaluate one model
 
 
 @dataclass

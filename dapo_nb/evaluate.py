@@ -7,6 +7,12 @@ the final answer equals the ground truth); avg@k is the mean correctness over k 
 per prompt, as in the DAPO paper's avg@32. `format@1` is the fraction of greedy completions with a
 parseable final-answer line. Every objective of the given reward is averaged too, so a run's
 shaped objectives can be compared before and after training.
+
+With `stats=True` the summary also holds 95% intervals and the per-problem greedy correctness (see `dapo_nb.stats`):
+`pass@1_ci95` and `format@1_ci95` (Wilson score intervals over the prompts), `avg@k_ci95` and `format_avg@k_ci95`
+(percentile bootstrap over prompts with a fixed seed: the k samples of one prompt are not independent), and
+`per_problem` ({qid: greedy completion correct}) for a paired comparison of two models
+(`dapo_nb.stats.paired_comparison`). Without it the summary is unchanged (only plain numbers).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from tqdm.auto import tqdm
 from .data import PromptExample, render_prompts
 from .generate import generate_rollouts
 from .rewards import MultiObjectiveReward, has_final_answer, is_correct
+from .stats import bootstrap_mean_interval, wilson_interval
 
 
 @torch.no_grad()
@@ -35,8 +42,10 @@ def evaluate(
     temperature: float = 1.0,
     batch_prompts: int = 16,
     seed: int = 0,
+    stats: bool = False,
 ) -> dict:
-    """Greedy pass@1 / format@1 and (num_samples > 0) sampled avg@k, plus per-objective means, over `examples`."""
+    """Greedy pass@1 / format@1 and (num_samples > 0) sampled avg@k, plus per-objective means, over `examples`;
+    stats=True adds 95% intervals and `per_problem` (qid -> greedy correctness)."""
     if not examples:
         raise ValueError("evaluate() needs at least one prompt")
     prompts = render_prompts(tokenizer, examples, system_prompt)
@@ -45,6 +54,7 @@ def evaluate(
     modes = [("greedy", 1, False)] + ([(f"sampled", num_samples, True)] if num_samples > 0 else [])
     for mode, k, do_sample in modes:
         correct, formatted, objective_sums, count = 0.0, 0.0, {}, 0
+        right_per_prompt, formatted_per_prompt = [0] * len(examples), [0] * len(examples)
         bar = tqdm(total=len(examples), desc=f"eval {mode}" + (f" x{k}" if do_sample else ""), unit="prompt",
                    leave=False, dynamic_ncols=True)
         for start in range(0, len(examples), batch_prompts):
@@ -52,9 +62,15 @@ def evaluate(
             rollout = generate_rollouts(
                 model, tokenizer, prompts[start : start + batch_prompts], group_size=k, max_new_tokens=max_new_tokens,
                 context_max_len=context_max_len, do_sample=do_sample, temperature=temperature, generator=generator)
-            truths = [chunk[g].ground_truth for g in rollout.group_ids.tolist()]
-            correct += sum(is_correct(t, gt) for t, gt in zip(rollout.completion_texts, truths))
-            formatted += sum(has_final_answer(t) for t in rollout.completion_texts)
+            groups = rollout.group_ids.tolist()
+            truths = [chunk[g].ground_truth for g in groups]
+            rights = [is_correct(t, gt) for t, gt in zip(rollout.completion_texts, truths)]
+            marks = [has_final_answer(t) for t in rollout.completion_texts]
+            correct += sum(rights)
+            formatted += sum(marks)
+            for g, right, mark in zip(groups, rights, marks):
+                right_per_prompt[start + g] += right
+                formatted_per_prompt[start + g] += mark
             count += len(rollout)
             if reward is not None:
                 scored = reward.score(rollout.completion_texts, truths, group_ids=rollout.group_ids.tolist(),
@@ -66,8 +82,17 @@ def evaluate(
         if mode == "greedy":
             summary["pass@1"] = correct / count
             summary["format@1"] = formatted / count
+            if stats:
+                n = len(examples)
+                summary["pass@1_ci95"] = list(wilson_interval(sum(right_per_prompt), n))
+                summary["format@1_ci95"] = list(wilson_interval(sum(formatted_per_prompt), n))
+                summary["per_problem"] = {ex.qid: bool(r) for ex, r in zip(examples, right_per_prompt)}
         else:
             summary[f"avg@{k}"] = correct / count
             summary[f"format_avg@{k}"] = formatted / count
+            if stats:  # the prompt is the independent unit: bootstrap its mean over k samples
+                summary[f"avg@{k}_ci95"] = list(bootstrap_mean_interval([r / k for r in right_per_prompt], seed=seed))
+                summary[f"format_avg@{k}_ci95"] = list(
+                    bootstrap_mean_interval([f / k for f in formatted_per_prompt], seed=seed))
         summary.update({f"{mode}/{name}/mean": total / count for name, total in objective_sums.items()})
     return summary

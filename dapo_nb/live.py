@@ -17,7 +17,8 @@ blocking variant for scripts.
 Semantics: a weight change applies from the next scored batch (the step in progress keeps the weights it began
 with); the scalarizer choice from the next scored batch too. Stop finishes the current step and saves a
 checkpoint (`Trainer.stop`). Pause takes effect between steps. A fresh run (trainer at step 0, not resumed) starts
-new metrics.jsonl / rollouts.jsonl files instead of appending to those of an earlier run with the same name.
+new metrics.jsonl / rollouts.jsonl files instead of appending to those of an earlier run with the same name. With
+`train.eval_every` the live dashboard draws the held-out pass@1 beside the reward and the status line shows its latest value.
 
 `RewardExplorer` is the same slider set without training: it re-scores a fixed list of completions and shows
 them ranked, so you can see what a weight or scalarizer change does before you train with it.
@@ -288,10 +289,13 @@ class ControlPanel:
         if error is not None:
             self.last_error = error
         state = self.runner.state
-        last = self.trainer.history[-1] if self.trainer.history else {}
+        history = self.trainer.history
+        last = next((m for m in reversed(history) if "reward" in m), {})  # not a step-0 line of eval/* only
+        held_out = next((m for m in reversed(history) if "eval/pass@1" in m), None)  # train.eval_every
         weights = ", ".join(f"{k}={v:g}" for k, v in self.trainer.reward.weights.get().items())
         text = (f"<b>{html.escape(state)}</b> · step {self.trainer.step}/{self.trainer.cfg.train.total_steps}"
                 + (f" · reward {last.get('reward', float('nan')):.3f}" if last else "")
+                + (f" · held-out pass@1 {held_out['eval/pass@1']:.3f} (step {held_out['step']})" if held_out else "")
                 + f"<br>weights: {html.escape(weights)} · scalarizer: {html.escape(self.trainer.reward.scalarizer)}")
         if self.last_error:
             text += f"<br><span style='color:#b00'>{html.escape(self.last_error)}</span>"

@@ -7,6 +7,9 @@ Every plot takes a run's metrics as a pandas DataFrame (one row per step, the tr
 and returns a matplotlib `Figure` made without pyplot: no global figure state, so the same code runs under the
 Agg backend, in a notebook, and from the live panel's training thread. Notebooks show a figure with `display(fig)`.
 
+The reward panel (dashboard, rewards figure) also draws the held-out greedy pass@1 / format@1 of `train.eval_every`
+at the steps that logged `eval/pass@1` (other rows are NaN there and skipped), with its 95% band when logged.
+
 Pareto helpers treat every objective as maximized (the rewards' convention): `pareto_mask` marks the
 non-dominated points and `hypervolume` measures the region they dominate above a reference point (exact, by
 slicing one objective at a time; fine for the handful of runs of a weight sweep, exponential in the number of
@@ -70,11 +73,13 @@ def objective_names(df: pd.DataFrame) -> list[str]:
 def weight_changes(df: pd.DataFrame) -> pd.DataFrame:
     """Rows (step, objective, before, after) for every step whose weight differs from the step before."""
     rows = []
-    for column in [c for c in df.columns if c.startswith("weights/")]:
-        values = df[column].tolist()
+    columns = [c for c in df.columns if c.startswith("weights/")]
+    steps = df[df[columns].notna().any(axis=1)]  # not a step-0 line of held-out evaluation only (train.eval_at_start)
+    for column in columns:
+        values = steps[column].tolist()
         for i in range(1, len(values)):
             if not _same(values[i], values[i - 1]):
-                rows.append({"step": int(df["step"].iloc[i]), "objective": column.split("/", 1)[1],
+                rows.append({"step": int(steps["step"].iloc[i]), "objective": column.split("/", 1)[1],
                              "before": values[i - 1], "after": values[i]})
     return pd.DataFrame(rows, columns=["step", "objective", "before", "after"]).sort_values("step", kind="stable")
 
@@ -94,12 +99,36 @@ def _column(df: pd.DataFrame, name: str) -> pd.Series:
 
 
 def draw_reward(ax, df: pd.DataFrame) -> None:
-    """Mean scalar reward per step with a +-1 std band."""
-    mean, std = _column(df, "reward"), _column(df, "reward_std").fillna(0.0)
+    """Mean scalar reward per step with a +-1 std band, and the held-out pass@1 beside it when logged (eval/*)."""
+    mean, std = _column(df, "reward"), _column(df, "reward_std").fillna(0.0)  # NaN at a step-0 line of eval/* only
     ax.plot(df["step"], mean, marker="o", ms=3, color="black", label="reward")
     ax.fill_between(df["step"], mean - std, mean + std, color="gray", alpha=0.25, label="+-1 std")
+    draw_held_out(ax, df)
     ax.set(title="scalar reward", xlabel="step", ylabel="reward")
     ax.legend(loc="best", fontsize="small")
+
+
+def held_out(df: pd.DataFrame) -> pd.DataFrame:
+    """The steps that have a held-out evaluation (train.eval_every): step, eval/pass@1 and the other eval/* columns."""
+    if "eval/pass@1" not in df:
+        return df.iloc[0:0]
+    return df[df["eval/pass@1"].notna()]
+
+
+def draw_held_out(ax, df: pd.DataFrame) -> None:
+    """Held-out greedy pass@1 (and format@1, and the 95% interval when logged) at the steps that have it."""
+    rows = held_out(df)
+    if rows.empty:
+        return
+    n = rows["eval/num_prompts"].iloc[-1] if "eval/num_prompts" in rows else None
+    ax.plot(rows["step"], rows["eval/pass@1"], marker="s", ms=4, color="tab:green",
+            label="held-out pass@1" + (f" ({int(n)} prompts)" if n is not None and n == n else ""))
+    if "eval/pass@1_ci95_low" in rows and "eval/pass@1_ci95_high" in rows:
+        ax.fill_between(rows["step"], rows["eval/pass@1_ci95_low"], rows["eval/pass@1_ci95_high"], color="tab:green",
+                        alpha=0.15, label="pass@1 95% CI")
+    if "eval/format@1" in rows:
+        ax.plot(rows["step"], rows["eval/format@1"], marker="^", ms=4, color="tab:olive", linestyle="--",
+                label="held-out format@1")
 
 
 def draw_objectives(ax, df: pd.DataFrame) -> None:

@@ -38,6 +38,7 @@ from .checkpoint import latest_checkpoint, load_trainer_state, remove_temp_dirs,
 from .config import Config, ConfigError, to_dict
 from .cpu_threads import AdaptiveThreads
 from .data import load_prompts_from_config, question_text, render_prompts
+from .evaluate import evaluate
 from .generate import Rollout, completion_logprobs, generate_rollouts, is_greedy
 from .models import apply_lora, policy_from_config
 from .rewards import MultiObjectiveReward, RewardBatch, reward_from_config
@@ -71,6 +72,7 @@ class Trainer:
         self.examples = load_prompts_from_config(cfg.data, "train")
         self.prompts = render_prompts(tokenizer, self.examples, cfg.data.system_prompt)
         self.reward = reward or reward_from_config(cfg)
+        self.eval_examples = self._eval_examples()  # train.eval_every: held-out prompts (None = no eval during training)
         self.greedy = is_greedy(cfg.sampling.do_sample, cfg.sampling.temperature)
         if self.greedy:
             warnings.warn("greedy decoding: all G completions of a prompt are identical, so advantages use a batch-level "
@@ -319,9 +321,12 @@ class Trainer:
 
     def train_step(self) -> dict:
         """Collect a batch, update, log; returns this step's metrics."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if (self.step == 0 and self.eval_examples is not None and self.cfg.train.eval_at_start
+                and not any(m.get("step") == 0 for m in self.history)):  # the before point of the held-out curve
+            self._record({"step": 0, **self.evaluate_held_out()})
         t0 = time.perf_counter()
         threads = self.cpu_threads.update() if self.cpu_threads else torch.get_num_threads()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         batch, metrics = self.collect()
         t1 = time.perf_counter()
         if batch is not None:
@@ -336,13 +341,49 @@ class Trainer:
         seconds = time.perf_counter() - t0
         metrics.update({"step": self.step, "scalarizer": self.reward.scalarizer, "cpu_threads": threads, "step_time": seconds, "time/generate_and_score": t1 - t0,
                         "time/update": seconds - (t1 - t0), "tokens_per_second": metrics["num_generated_tokens"] / seconds})
+        if self.eval_examples is not None and self.step % self.cfg.train.eval_every == 0:
+            metrics.update(self.evaluate_held_out())  # after the timings: not in step_time or tokens_per_second
+        self._record(metrics)
+        return metrics
+
+    def _record(self, metrics: dict) -> None:
+        """One metrics.jsonl line: history, file, trackers, callbacks."""
         self.history.append(metrics)
         append_metrics(self.output_dir, metrics)
         self._params_dirty = False
         self.trackers.log(metrics)  # train.report_to: TensorBoard / W&B / Trackio (trackers.py)
         for callback in self.callbacks:
             callback(metrics)
-        return metrics
+
+    # ------------------------------------------------------------------------
+    # Held-out evaluation during training (train.eval_every)
+
+    def _eval_examples(self):
+        every, cap = self.cfg.train.eval_every, self.cfg.train.eval_prompts or self.cfg.eval.max_prompts
+        if every < 0 or self.cfg.train.eval_prompts < 0:
+            raise ConfigError(f"train.eval_every={every} and train.eval_prompts={self.cfg.train.eval_prompts} must be >= 0")
+        if not every:
+            return None
+        examples = load_prompts_from_config(self.cfg.data, "test")  # fails at start, not at step N, if data.test_path is wrong
+        return examples[:cap] if cap else examples
+
+    def evaluate_held_out(self) -> dict:
+        """Greedy pass@1 / format@1 of the current policy on the held-out prompts, as `eval/*` metrics plus `time/eval`.
+
+        evaluate() runs under no_grad and generation restores the model's train/eval mode; it draws from its own
+        generator (seeded by train.seed), never the rollout generator, and scores with split="test", which only
+        reads the live weights."""
+        cfg, t0 = self.cfg, time.perf_counter()
+        with self.autocast():
+            summary = evaluate(self.model, self.tokenizer, self.eval_examples, self.reward, system_prompt=cfg.data.system_prompt,
+                               max_new_tokens=cfg.sampling.max_new_tokens, context_max_len=cfg.sampling.context_max_len,
+                               num_samples=0, seed=cfg.train.seed, stats=True)
+        out = {"eval/pass@1": summary["pass@1"], "eval/format@1": summary["format@1"], "eval/num_prompts": summary["num_prompts"]}
+        interval = summary.get("pass@1_ci95")  # [lo, hi] when evaluate's summary has intervals
+        if isinstance(interval, (list, tuple)) and len(interval) == 2:
+            out["eval/pass@1_ci95_low"], out["eval/pass@1_ci95_high"] = float(interval[0]), float(interval[1])
+        out["time/eval"] = time.perf_counter() - t0
+        return out
 
     def _log_rollouts(self, batch: ScoredRollout, advantages: torch.Tensor) -> None:
         count = min(self.cfg.train.log_rollouts, len(batch))

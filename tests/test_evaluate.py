@@ -127,3 +127,54 @@ def test_evaluation_reads_the_live_weights_without_changing_them(tokenizer, exam
     before = reward.weights.state_dict()
     evaluate(model, tokenizer, examples, reward, num_samples=0, max_new_tokens=8)
     assert reward.weights.state_dict() == before  # no step-0 schedule entry applied, no history entry added
+
+
+# ----------------------------------------------------------------------------
+# Honest statistics: intervals, per-problem correctness, a paired comparison (dapo_nb.stats)
+
+
+def test_stats_add_intervals_and_per_problem_correctness(tokenizer, examples):
+    from dapo_nb.stats import bootstrap_mean_interval, wilson_interval
+
+    model = scripted_policy(tokenizer, spell(tokenizer, "Answer: 4", examples))
+    summary = evaluate(model, tokenizer, examples, max_new_tokens=8, num_samples=2, batch_prompts=2, stats=True)
+    assert summary["pass@1"] == 3 / 5 and summary["avg@2"] == 3 / 5  # the plain numbers are unchanged
+    assert summary["pass@1_ci95"] == list(wilson_interval(3, 5))
+    assert summary["format@1_ci95"] == list(wilson_interval(5, 5))
+    assert summary["per_problem"] == {"q0": False, "q1": True, "q2": True, "q3": True, "q4": False}
+    # the bootstrap resamples prompts (5 per-prompt means), not the 10 samples
+    assert summary["avg@2_ci95"] == list(bootstrap_mean_interval([0.0, 1.0, 1.0, 1.0, 0.0], seed=0))
+    assert summary["format_avg@2_ci95"] == [1.0, 1.0]
+
+
+def test_paired_comparison_of_two_scripted_policies(tokenizer, examples):
+    from dapo_nb.stats import paired_comparison
+
+    right = evaluate(scripted_policy(tokenizer, spell(tokenizer, "Answer: 4", examples)), tokenizer, examples,
+                     num_samples=0, max_new_tokens=8, stats=True)
+    wrong = evaluate(scripted_policy(tokenizer, spell(tokenizer, "Answer: 5", examples)), tokenizer, examples,
+                     num_samples=0, max_new_tokens=8, stats=True)
+    result = paired_comparison(right["per_problem"], wrong["per_problem"])
+    # three problems only the first gets right, none only the second: p = 2 / 2^3
+    assert (result["b"], result["c"], result["p_value"], result["significant"]) == (3, 0, 0.25, False)
+
+
+def test_cli_eval_compare_to_itself_is_no_difference(tiny_model_dir, capsys):
+    import json
+
+    from dapo_nb import cli
+
+    code = cli.main(["eval", f"model.pretrained_model_name_or_path={tiny_model_dir}", f"eval.compare_to={tiny_model_dir}",
+                     "eval.max_prompts=4", "eval.num_samples=0", "sampling.max_new_tokens=4"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert "McNemar exact: b=0 c=0 p=1, not significant at 0.05" in lines[-2]
+    assert report["mcnemar"]["b"] == report["mcnemar"]["c"] == 0
+    assert report["mcnemar"]["p_value"] == 1.0 and report["mcnemar"]["significant"] is False
+    first, second = report["model"], report["compare_to"]
+    assert first["num_prompts"] == second["num_prompts"] == report["mcnemar"]["n"] == 4
+    assert first["pass@1"] == second["pass@1"] and first["pass@1_ci95"] == second["pass@1_ci95"]
+    assert 0.0 <= first["pass@1_ci95"][0] <= first["pass@1"] <= first["pass@1_ci95"][1] <= 1.0
+    assert report["pass@1_diff"] == 0.0 and "per_problem" not in first
