@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import struct
 import sys
 from pathlib import Path
@@ -213,8 +215,15 @@ def test_wandb_offline_gets_metrics_config_and_a_resume_continues_the_run(tmp_pa
 def test_trackio_local_gets_metrics_config_and_a_resume_continues_the_run(tmp_path, train_file, model_dir, monkeypatch):
     if importlib.util.find_spec("trackio") is None:
         pytest.skip("trackio is not installed (optional: pip install 'dapo-nb[trackers]')")
-    if "trackio" in sys.modules:
-        pytest.skip("trackio was imported before this test, so its storage folder (TRACKIO_DIR) cannot be redirected")
+    if "trackio" in sys.modules:  # imported by an earlier test (trl imports it): its folder is fixed at import time
+        if os.environ.get("DAPO_NB_TRACKIO_CHILD"):
+            pytest.fail("trackio is imported before this test even in a fresh process")
+        child = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{sys._getframe().f_code.co_name}"],
+            capture_output=True, text=True, timeout=600, env={**os.environ, "DAPO_NB_TRACKIO_CHILD": "1"},
+            cwd=Path(__file__).resolve().parents[1])
+        assert child.returncode == 0 and "\n1 passed" in "\n" + child.stdout, child.stdout[-3000:] + child.stderr[-2000:]
+        return
     monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))  # read once, when trackio is imported
     for name in ("TRACKIO_SPACE_ID", "TRACKIO_SERVER_URL"):
         monkeypatch.delenv(name, raising=False)
