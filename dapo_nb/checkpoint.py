@@ -50,7 +50,8 @@ def latest_trl_checkpoint(root: str | Path) -> Path | None:
     return Path(last) if last else None
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or folder's) data to disk; a no-op where the system cannot open it (a folder on Windows)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # a folder on a system that cannot open one (Windows)
@@ -77,11 +78,11 @@ def atomic_directory(final: str | Path):
     try:
         yield tmp
         for path in [*tmp.rglob("*"), tmp]:
-            _fsync(path)
+            fsync_path(path)
         if final.exists():
             final.rename(old)
         tmp.rename(final)
-        _fsync(final.parent)
+        fsync_path(final.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import latest_checkpoint, latest_trl_checkpoint, load_trainer_state
+from .checkpoint import fsync_path, latest_checkpoint, latest_trl_checkpoint, load_trainer_state
 from .config import Config, from_dict, load_config
 
 
@@ -113,11 +113,7 @@ def sync_run_logs(output_dir: Path) -> None:
     for name in ("metrics.jsonl", "rollouts.jsonl"):
         path = Path(output_dir) / name
         if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(path)
 
 
 def truncate_run_logs(output_dir: Path, step: int) -> None:
