@@ -295,11 +295,11 @@ def cmd_eval(args: list[str]) -> None:
 
     import torch
 
+    from .data import evenly_spread
     from .evaluate import evaluate
     from .stats import paired_comparison
 
-    if cfg.eval.max_prompts:
-        examples = examples[: cfg.eval.max_prompts]
+    examples = evenly_spread(examples, cfg.eval.max_prompts)
 
     def run(model_cfg, key: str) -> tuple[dict, dict]:
         from .models import describe, policy_from_config
@@ -328,7 +328,8 @@ def cmd_eval(args: list[str]) -> None:
     first, first_problems = run(cfg, "model.pretrained_model_name_or_path")
     if not cfg.eval.compare_to:
         print(f"{scores(first)} (95% Wilson, n={first['num_prompts']})", flush=True)
-        print(json.dumps(first))
+        # per-problem greedy correctness, so that a later evaluation can be paired with this one (stats.paired_comparison)
+        print(json.dumps({**first, "per_problem": first_problems}))
         return
     other = copy.deepcopy(cfg)
     other.model.pretrained_model_name_or_path = cfg.eval.compare_to

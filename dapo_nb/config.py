@@ -103,7 +103,8 @@ class SamplingConfig:
     max_new_tokens: int = 64  # seed key: completion budget L_max in tokens
     context_max_len: int = 256  # seed key: longest prompt in tokens; longer prompts lose their left part (warned)
     do_sample: bool = True  # false = greedy (the seed's only mode; no group signal, see dapo.dynamic_sampling)
-    temperature: float = 1.0  # sampling temperature; 0 means greedy
+    temperature: float = 0.7  # sampling temperature; 0 means greedy. Below 1 so small models' rollouts stay near their
+    #                           greedy answers (SmolLM2-135M: sampled accuracy at T=1 is a fraction of greedy); the loss uses the same T
     top_p: float = 1.0  # nucleus sampling mass (1 = off)
     top_k: int = 0  # keep the k most likely tokens (0 = off)
 
@@ -111,18 +112,23 @@ class SamplingConfig:
 @dataclass
 class PPOConfig:
     batch_size: int = 4  # seed key: prompt groups per training step (each has dapo.group_size completions)
-    mini_batch_size: int = 0  # seed key: prompt groups per optimizer update (batch_size / mini_batch_size updates per epoch); 0 = batch_size
+    mini_batch_size: int = 2  # seed key: prompt groups per optimizer update (batch_size / mini_batch_size updates per epoch); 0 or >= batch_size = the whole batch
     epochs: int = 1  # mu in the DAPO paper: passes over each rollout batch; >1 makes the clip matter
     micro_batch_size: int = 0  # completions per forward/backward (gradient accumulation); 0 = a whole mini batch
-    learning_rate: float = 1e-6  # AdamW lr (DAPO paper: 1e-6 for 32B; small models like ~1e-5)
+    learning_rate: float = 1e-5  # AdamW lr (DAPO paper: 1e-6 for 32B; the 135M default model learns in minutes at 1e-5, see benchmarks/README.md)
     warmup_steps: int = 0  # linear warm-up of the lr over this many optimizer updates
     weight_decay: float = 0.0  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping by global norm (0 = off)
 
+    @property
+    def groups_per_update(self) -> int:
+        """Prompt groups per optimizer update: mini_batch_size, or the whole batch when it is 0 or not smaller."""
+        return min(self.mini_batch_size or self.batch_size, self.batch_size)
+
 
 @dataclass
 class DAPOConfig:
-    group_size: int = 4  # G: completions sampled per prompt
+    group_size: int = 8  # G: completions sampled per prompt (more gives more groups with both right and wrong answers)
     eps_low: float = 0.2  # lower clip: ratio >= 1 - eps_low (DAPO Clip-Higher keeps this at 0.2)
     eps_high: float = 0.28  # upper clip: ratio <= 1 + eps_high (DAPO raises it to 0.28 against entropy collapse)
     loss_agg: str = "token-mean"  # token-mean (DAPO, Eq. 8) | seq-mean-token-mean (GRPO) | seq-mean-token-sum (Dr. GRPO)
@@ -151,6 +157,7 @@ class RewardConfig:
     on_error: str = "raise"  # what a failing plugin/objective call does: raise | zero | drop
     schedule: dict[int, dict[str, float]] = field(default_factory=dict)  # {step: weights} from that step on (steps count from 1, as in metrics)
     overlong_buffer_len: int = 16  # L_cache of DAPO's soft overlong punishment (objective `overlong`), L_max = max_new_tokens
+    marked_answer_only: bool = True  # correctness needs a marked final answer (Answer: line, ####, \boxed{}); false = the last number counts too
 
 
 @dataclass
@@ -168,7 +175,7 @@ class TrainConfig:
     report_to: list[str] = field(default_factory=lambda: ["none"])  # trackers (TRL's names): none | tensorboard | wandb | trackio, or a list [tensorboard, wandb] (trackers.py)
     tracker_project: str = "dapo-nb"  # the W&B / Trackio project runs are logged to (train.run_name names the run)
     eval_every: int = 0  # greedy pass@1 / format@1 on data.test_path every N steps, in that step's metrics (eval/*); 0 = off (backend dapo_nb)
-    eval_prompts: int = 0  # held-out prompts evaluated during training (the first N); 0 = eval.max_prompts (0 there: all)
+    eval_prompts: int = 0  # held-out prompts evaluated during training (N spread evenly over the file); 0 = eval.max_prompts (0 there: all)
     eval_at_start: bool = False  # with eval_every: also evaluate before the first step of a fresh run (a step-0 metrics line of eval/* only)
 
 
@@ -182,7 +189,7 @@ class TRLConfig:
 @dataclass
 class EvalConfig:
     num_samples: int = 4  # k of sampled avg@k (0 = greedy pass@1 only)
-    max_prompts: int = 0  # evaluate only the first N test prompts; 0 = all
+    max_prompts: int = 0  # evaluate N test prompts spread evenly over the file (data.evenly_spread: files are often ordered by difficulty); 0 = all
     compare_to: str = ""  # a second model or checkpoint for `dapo-nb eval`: both run on the same prompts and seed, compared by McNemar's exact test on per-problem greedy correctness; empty = evaluate one model
 
 
@@ -212,8 +219,9 @@ class Config:
                     "ppo.epochs", "dapo.group_size", "dapo.max_gen_batches", "train.total_steps"]:
             if get_key(self, key) < 1:
                 raise ConfigError(f"{key}={get_key(self, key)} must be >= 1")
-        if self.ppo.mini_batch_size < 0 or (self.ppo.mini_batch_size and self.ppo.batch_size % self.ppo.mini_batch_size):
-            raise ConfigError(f"ppo.mini_batch_size={self.ppo.mini_batch_size} must divide ppo.batch_size={self.ppo.batch_size}")
+        if self.ppo.mini_batch_size < 0 or self.ppo.batch_size % self.ppo.groups_per_update:
+            raise ConfigError(f"ppo.mini_batch_size={self.ppo.mini_batch_size} must divide ppo.batch_size={self.ppo.batch_size} "
+                              "(or be 0 or >= it: one update on the whole batch)")
         if not (0 <= self.dapo.eps_low < 1 and self.dapo.eps_high >= 0):
             raise ConfigError(f"need 0 <= dapo.eps_low < 1 and dapo.eps_high >= 0 (got {self.dapo.eps_low}, {self.dapo.eps_high})")
         if not 0 < self.sampling.top_p <= 1:

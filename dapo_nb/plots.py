@@ -20,7 +20,6 @@ the convex part of a front while Tchebycheff reaches all of it.
 from __future__ import annotations
 
 import io
-import json
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -31,6 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .rewards.scalarize import scalarize
+from .runs import read_metrics
 
 # ----------------------------------------------------------------------------
 # Metrics as a table
@@ -53,16 +53,7 @@ def load_metrics(run: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"no metrics at {path}; train first (notebooks/03_training.ipynb or `dapo-nb train`) "
                                 "or point at a runs/<run_name> folder that has a metrics.jsonl")
-    rows = []
-    lines = [(n, l) for n, l in enumerate(path.read_text().splitlines(), start=1) if l.strip()]
-    for i, (number, line) in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            if i == len(lines) - 1:  # a line being written now, or torn by a crash: resume drops it too
-                break
-            raise ValueError(f"{path}:{number}: not a JSON object ({error.msg})") from None
-    return metrics_frame(rows)
+    return metrics_frame(read_metrics(path))
 
 
 def objective_names(df: pd.DataFrame) -> list[str]:

@@ -107,6 +107,23 @@ def append_metrics(output_dir: Path, metrics: dict) -> None:
         f.write(json.dumps(metrics) + "\n")
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The lines of a metrics.jsonl, one dict per line (the step-0 line of `train.eval_at_start` included); a torn
+    last line (being written now, or cut by a crash: resume drops it too) is skipped, a bad line elsewhere raises
+    ValueError naming the file and line."""
+    path = Path(path)
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
+    rows = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if i == len(lines) - 1:
+                break
+            raise ValueError(f"{path}:{number}: not a JSON object ({error.msg})") from None
+    return rows
+
+
 def sync_run_logs(output_dir: Path) -> None:
     """fsync metrics/rollouts.jsonl; called before a checkpoint is written, so that even after a power cut the
     checkpoint of step N does not outlive the log lines of steps <= N."""

@@ -37,7 +37,7 @@ from . import dapo
 from .checkpoint import latest_checkpoint, load_trainer_state, remove_temp_dirs, save_checkpoint
 from .config import Config, ConfigError, to_dict
 from .cpu_threads import AdaptiveThreads
-from .data import load_prompts_from_config, question_text, render_prompts
+from .data import evenly_spread, load_prompts_from_config, question_text, render_prompts
 from .evaluate import evaluate
 from .generate import Rollout, completion_logprobs, generate_rollouts, is_greedy
 from .models import apply_lora, policy_from_config
@@ -250,7 +250,7 @@ class Trainer:
         tokens_per_row = mask.sum(-1).cpu()  # (N,) host: token counts for the loss denominators
         temperature = 1.0 if self.greedy else cfg.sampling.temperature
         groups = batch.group_ids.unique()  # host
-        per_update = cfg.ppo.mini_batch_size or cfg.ppo.batch_size
+        per_update = cfg.ppo.groups_per_update
         shuffle = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + self.step)
         sums: dict[str, float] = {}
         updates = skipped = 0
@@ -365,7 +365,7 @@ class Trainer:
         if not every:
             return None
         examples = load_prompts_from_config(self.cfg.data, "test")  # fails at start, not at step N, if data.test_path is wrong
-        return examples[:cap] if cap else examples
+        return evenly_spread(examples, cap)
 
     def evaluate_held_out(self) -> dict:
         """Greedy pass@1 / format@1 of the current policy on the held-out prompts, as `eval/*` metrics plus `time/eval`.

@@ -107,7 +107,7 @@ class BatchLayout:
 def batch_layout(cfg: Config, world_size: int) -> BatchLayout:
     """Check that the batch splits into whole groups per process and return TRL's batch settings."""
     G, B = cfg.dapo.group_size, cfg.ppo.batch_size
-    M = cfg.ppo.mini_batch_size or B
+    M = cfg.ppo.groups_per_update
     for key, groups in (("ppo.batch_size", B), ("ppo.mini_batch_size", M)):
         if groups % world_size:
             raise ConfigError(f"{key}={groups} prompt groups do not split evenly over {world_size} processes; use a "

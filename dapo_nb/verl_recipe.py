@@ -69,7 +69,7 @@ def verl_overrides(cfg: Config, out_dir: Path) -> list[str]:
         raise ConfigError("dapo.std_scale=batch has no verl GRPO equivalent; use group (DAPO) or none")
     factor, _ = overlong_settings(cfg)
     s, p, d = cfg.sampling, cfg.ppo, cfg.dapo
-    mini = p.mini_batch_size or p.batch_size
+    mini = p.groups_per_update
     actor = "actor_rollout_ref.actor"
     rollout = "actor_rollout_ref.rollout"
     kwargs = "+reward.reward_kwargs"

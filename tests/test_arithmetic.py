@@ -1,4 +1,5 @@
-"""Tests for dapo_nb.arithmetic: determinism, split hygiene, answers, and the committed data files."""
+"""Tests for dapo_nb.arithmetic: determinism, split hygiene, answers, the rephrased held-out split, and the committed
+data files."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dapo_nb.arithmetic import LEVELS, main, make_splits
+from dapo_nb.arithmetic import GENDER, LEVELS, NAMES, main, make_rephrased, make_splits
 from dapo_nb.data import load_prompts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +44,68 @@ def solve(question: str) -> tuple[float, int, list[float]]:
         value = apply(value, int(match["n"]))
         amounts.append(value)
     return value, len(sentences) - 2, amounts
+
+
+# The same for the rephrased style, written from the stories' wording, not from the generator's templates.
+PRONOUN = r"(?:[Hh]e|[Ss]he|[Hh]is|[Hh]er|him)"
+R_OPENING = re.compile(r"^(?:(?P<name>\w+) had|At first, (?P<name2>\w+) owned|(?P<name3>\w+) started the week with"
+                       r"|In the morning, (?P<name4>\w+) counted) (?P<n>\d+) \w+(?: in (?:his|her) bag)?\.$")
+R_EVENTS = [
+    (re.compile(rf"^(?:{PRONOUN} bought (?P<n>\d+) more|{PRONOUN} aunt gave {PRONOUN} (?P<n2>\d+) extra \w+"
+                rf"|{PRONOUN} won (?P<n3>\d+) \w+ in a game|After that, {PRONOUN} collected (?P<n4>\d+) new \w+)\.$"),
+     lambda v, n: v + n),
+    (re.compile(rf"^(?:{PRONOUN} gave (?P<n>\d+) \w+ to a classmate|On the way home, {PRONOUN} dropped (?P<n2>\d+) \w+"
+                rf"|{PRONOUN} traded away (?P<n3>\d+) \w+|After giving away (?P<n4>\d+) \w+, {PRONOUN} took a short break)\.$"),
+     lambda v, n: v - n),
+    (re.compile(rf"^(?:Next, the number of \w+ {PRONOUN} had was multiplied by (?P<n>\d+)"
+                rf"|{PRONOUN} collection of \w+ then grew to (?P<n2>\d+) times its earlier size)\.$"), lambda v, n: v * n),
+    (re.compile(rf"^{PRONOUN} (?:divided the \w+ into (?P<n>\d+) equal piles and kept just one pile"
+                rf"|shared the \w+ equally among (?P<n2>\d+) children, (?:himself|herself) included, and kept (?:his|her) share"
+                rf"|packed the \w+ into (?P<n3>\d+) boxes with the same number in each and kept a single box)\.$"),
+     lambda v, n: v / n),
+]
+R_QUESTION = re.compile(r"^(?:How many \w+ does \w+ have in total|How many \w+ did \w+ end up with"
+                        r"|What number of \w+ does \w+ own at the end|How many \w+ does \w+ own now)\?$")
+
+
+def sentences_of(question: str) -> list[str]:
+    return [s.strip() for s in re.findall(r"[^.?]+[.?]", question)]
+
+
+def number(match: re.Match) -> int:
+    """The one number an event pattern captured: its alternatives name their number n, n2, n3, ..."""
+    return int(next(value for value in match.groupdict().values() if value is not None))
+
+
+def solve_rephrased(question: str) -> tuple[float, int, list[float]]:
+    """(answer, number of events, every amount along the way) of a rephrased story."""
+    sentences = sentences_of(question)
+    opening = R_OPENING.match(sentences[0])
+    assert opening, sentences[0]
+    assert R_QUESTION.match(sentences[-1]), sentences[-1]
+    value = float(opening["n"])
+    amounts = [value]
+    for sentence in sentences[1:-1]:
+        found = [(m, apply) for pattern, apply in R_EVENTS if (m := pattern.match(sentence))]
+        assert len(found) == 1, sentence
+        match, apply = found[0]
+        value = apply(value, number(match))
+        amounts.append(value)
+    return value, len(sentences) - 2, amounts
+
+
+def check_steps(record: dict) -> None:
+    """The `steps` chain is right, starts and ends where the record says, and uses the story's numbers in order."""
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}
+    value, numbers = None, []
+    for step in record["steps"].split("; "):
+        left, op, right, equals, result = step.split()
+        assert equals == "=" and (value is None or int(left) == value), record
+        assert ops[op](int(left), int(right)) == int(result), record
+        value = int(result)
+        numbers += [int(right)] if numbers else [int(left), int(right)]
+    assert str(value) == record["ground_truth"], record
+    assert [int(n) for n in re.findall(r"\d+", record["prompt"])] == numbers, record
 
 
 # ----------------------------------------------------------------------------
@@ -102,6 +165,54 @@ def test_train_file_mixes_levels():
     assert {r["level"] for r in train[:30]} == {1, 2, 3}
 
 
+def test_rephrased_answers_follow_from_the_text_and_stay_whole_and_in_range():
+    records = make_rephrased(sorted(LEVELS), per_level=150, seed=3)
+    for record in records:
+        spec = LEVELS[record["level"]]
+        answer, num_events, amounts = solve_rephrased(record["prompt"])
+        assert str(int(answer)) == record["ground_truth"], record
+        assert num_events == spec.num_ops, record
+        assert all(a == int(a) and 0 <= a <= spec.max_value for a in amounts), record
+        assert record["qid"].startswith(f"arith-rephrased-L{record['level']}-") and record["data_source"] == "arithmetic"
+        check_steps(record)
+    assert len({r["prompt"] for r in records}) == len(records) == 150 * len(LEVELS)
+    # every operation occurs, with every wording of it
+    events = [s for r in records for s in sentences_of(r["prompt"])[1:-1]]
+    for pattern, _ in R_EVENTS:
+        alternatives = {next(k for k, v in m.groupdict().items() if v is not None) for s in events if (m := pattern.match(s))}
+        assert alternatives == {k for k in pattern.groupindex}, (pattern.pattern, alternatives)
+
+
+def test_rephrased_pronouns_agree_and_nouns_agree_with_numbers():
+    assert set(GENDER) == set(NAMES)
+    records = make_rephrased([1, 2, 3], 200, seed=0)
+    for record in records:
+        name = sentences_of(record["prompt"])[0].replace("At first, ", "").replace("In the morning, ", "").split()[0]
+        wrong = r"\b(she|her|herself)\b" if GENDER[name] == "he" else r"\b(he|his|him|himself)\b"
+        assert not re.search(wrong, record["prompt"], re.I), record["prompt"]
+    texts = " ".join(r["prompt"] for r in records)
+    assert not re.search(r"\b1 \w+s\b", texts), "found '1 <plural>'"
+    assert not re.search(r"\b([02-9]|\d\d+) (apple|marble|sticker|book|pencil|coin|card|shell|cookie|stamp|balloon|bead)\b", texts)
+
+
+def test_rephrased_split_shares_no_sentence_with_the_plain_style_and_leaves_it_unchanged():
+    plain = make_splits([1, 2, 3], 300, 50, seed=0)
+    rephrased = make_rephrased([1, 2, 3], 100, seed=0)
+    plain_sentences = {re.sub(r"\d+", "N", s) for records in plain.values() for r in records for s in sentences_of(r["prompt"])}
+    rephrased_sentences = {re.sub(r"\d+", "N", s) for r in rephrased for s in sentences_of(r["prompt"])}
+    assert not plain_sentences & rephrased_sentences
+    assert make_rephrased([1, 2, 3], 100, seed=0) == rephrased  # deterministic
+    assert make_rephrased([1, 2, 3], 100, seed=1) != rephrased
+    assert make_rephrased([1, 3], [20, 10], seed=0) == rephrased[:20] + rephrased[200:210]  # each level its own stream
+    assert make_splits([1, 2, 3], 300, 50, seed=0) == plain  # making it draws nothing from the plain streams
+
+
+def test_rephrased_skips_excluded_questions():
+    first = [r["prompt"] for r in make_rephrased([1], 5, seed=0)]
+    again = [r["prompt"] for r in make_rephrased([1], 5, seed=0, exclude=[first[1]])]
+    assert again[:4] == first[:1] + first[2:5] and first[1] not in again
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -127,9 +238,20 @@ def test_cli_writes_byte_identical_loadable_files(tmp_path):
     main(["--out-dir", str(tmp_path / "b"), *args])
     for name in ("train.jsonl", "test.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert not (tmp_path / "a" / "test_rephrased.jsonl").exists()  # only with --rephrased-per-level
     train = load_prompts(tmp_path / "a" / "train.jsonl")
     assert len(train) == 50 and {e.extra["level"] for e in train} == {1, 3}
     assert all(e.data_source == "arithmetic" and re.fullmatch(r"\d+", e.ground_truth) for e in train)
+
+
+def test_cli_writes_the_rephrased_split_without_changing_the_others(tmp_path):
+    args = ["--levels", "1", "2", "--train-per-level", "25", "--test-per-level", "5", "--seed", "2"]
+    main(["--out-dir", str(tmp_path / "a"), *args])
+    main(["--out-dir", str(tmp_path / "b"), *args, "--rephrased-per-level", "4", "3"])
+    for name in ("train.jsonl", "test.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    rephrased = load_prompts(tmp_path / "b" / "test_rephrased.jsonl")
+    assert [e.extra["level"] for e in rephrased] == [1] * 4 + [2] * 3
 
 
 def test_cli_rejects_unknown_level(capsys):
@@ -152,7 +274,7 @@ def test_committed_files_match_the_readme_command(tmp_path):
     assert command[command.index("--out-dir") + 1] == "dapo_nb/data_files/arithmetic"  # the package data
     command[command.index("--out-dir") + 1] = str(tmp_path)
     subprocess.run([sys.executable, *command[1:]], check=True, cwd=REPO, capture_output=True)
-    for name in ("train.jsonl", "test.jsonl"):
+    for name in ("train.jsonl", "test.jsonl", "test_rephrased.jsonl"):
         packaged = REPO / "dapo_nb" / "data_files" / "arithmetic" / name
         assert (tmp_path / name).read_bytes() == packaged.read_bytes(), f"{packaged} is stale; rerun the README command"
 
@@ -163,3 +285,19 @@ def test_committed_files_load_and_do_not_overlap():
     assert 500 <= len(train) <= 2000 and 100 <= len(test) <= 200
     assert not {e.prompt for e in train} & {e.prompt for e in test}
     assert not {e.qid for e in train} & {e.qid for e in test}
+
+
+def test_committed_rephrased_split_loads_is_right_and_shares_nothing_with_train_or_test():
+    import json
+
+    rephrased = load_prompts("builtin:arithmetic/test_rephrased")
+    assert len(rephrased) == 150
+    assert [e.extra["level"] for e in rephrased] == [1] * 50 + [2] * 50 + [3] * 50
+    packaged = REPO / "dapo_nb" / "data_files" / "arithmetic" / "test_rephrased.jsonl"
+    assert (REPO / "data" / "test_rephrased.jsonl").read_bytes() == packaged.read_bytes()  # the clone's link
+    for line in packaged.read_text(encoding="utf-8").splitlines():
+        check_steps(json.loads(line))  # the answer, recomputed from `steps`
+    others = load_prompts("builtin:arithmetic/train") + load_prompts("builtin:arithmetic/test")
+    assert not {e.prompt for e in rephrased} & {e.prompt for e in others}
+    assert not {e.qid for e in rephrased} & {e.qid for e in others}
+    assert len({e.prompt for e in rephrased}) == len({e.qid for e in rephrased}) == 150

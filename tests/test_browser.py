@@ -42,7 +42,7 @@ MOVED, OLD, NEW = "format", 0.2, 0.75  # the slider the test moves, its start an
 TRAINING_PARAMETERS = {
     "model": "default", "train_path": "data/browser_train.jsonl", "run_name": RUN_NAME, "steps": 40,
     "weights": {"correctness": 1.0, MOVED: OLD}, "schedule": {}, "batch_size": 2, "group_size": 2,
-    "max_new_tokens": 8, "plot_every": 2, "overrides": ["dapo.max_gen_batches=1", "train.threads=1"],
+    "max_new_tokens": 8, "plot_every": 2, "eval_every": 0, "overrides": ["dapo.max_gen_batches=1", "ppo.mini_batch_size=0", "train.threads=1"],
 }
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 

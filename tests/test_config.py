@@ -86,3 +86,12 @@ def test_tchebycheff_ideal_and_mu_are_config_keys():
     # correct and formatted: gaps w (z* - f) are 1.0 * (0.8 - 1) for correctness, 0.5 * (1 - 1) for format (z* = its bound)
     want = -0.5 * math.log(math.exp(-0.2 / 0.5) + math.exp(0.0))
     assert reward.score(["Answer: 4"], ["4"]).scores[0] == pytest.approx(want)
+
+
+def test_a_mini_batch_not_smaller_than_the_batch_means_one_update():
+    """The recipe's ppo.mini_batch_size=2 must not make small batches (a quick ppo.batch_size=1 run) fail."""
+    assert load_config(overrides=["ppo.batch_size=1"]).ppo.groups_per_update == 1
+    assert load_config(overrides=["ppo.batch_size=4"]).ppo.groups_per_update == 2
+    assert load_config(overrides=["ppo.batch_size=4", "ppo.mini_batch_size=0"]).ppo.groups_per_update == 4
+    with pytest.raises(ConfigError, match="mini_batch_size=2 must divide ppo.batch_size=3"):
+        load_config(overrides=["ppo.batch_size=3"])

@@ -381,3 +381,14 @@ def test_reward_on_loaded_gsm8k_and_math(tmp_path):
     math = load_prompts(write_jsonl(tmp_path / "m.jsonl", MATH_ROWS), prompt_key="problem", answer_key="solution", answer_format="boxed")
     completions = ["$\\boxed{\\frac{3}{4}}$", "$\\boxed{2\\sqrt 2}$", "Answer: 5", "\\boxed{\\{2, 1\\}}"]
     assert [is_correct(c, e.ground_truth) for c, e in zip(completions, math)] == [True] * 4
+
+
+def test_evenly_spread_takes_every_part_of_an_ordered_file():
+    from dapo_nb.data import evenly_spread
+
+    levels = [1] * 50 + [2] * 50 + [3] * 50  # the shipped test split's order
+    picked = evenly_spread(list(range(150)), 48)
+    assert len(picked) == len(set(picked)) == 48 and picked[0] == 0 and picked[-1] == 149
+    assert [sum(levels[i] == level for i in picked) for level in (1, 2, 3)] == [16, 16, 16]
+    assert evenly_spread([1, 2, 3], 0) == evenly_spread([1, 2, 3], 5) == [1, 2, 3]
+    assert evenly_spread([1, 2, 3], 1) == [1]

@@ -34,7 +34,7 @@ def scripted(tmp_path, model_dir, scratch_registry):
     def make(*extra) -> Trainer:
         return Trainer(load_config(overrides=[
             f"model.pretrained_model_name_or_path={model_dir}", f"data.train_path={path}", "data.shuffle=false",
-            "sampling.max_new_tokens=6", "dapo.group_size=3", "dapo.gen_batch_size=2", "ppo.batch_size=3",
+            "sampling.max_new_tokens=6", "dapo.group_size=3", "dapo.gen_batch_size=2", "ppo.batch_size=3", "ppo.mini_batch_size=0",
             "dapo.filter_metric=scripted", "reward.objectives=[scripted]", "reward.weights={scripted: 1.0}",
             "ppo.learning_rate=1e-3", "train.save_every=0", f"train.output_dir={tmp_path / 'run'}",
             f"train.checkpoint_dir={tmp_path / 'ckpt'}", "train.run_name=ds", *extra]))

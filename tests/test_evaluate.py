@@ -64,22 +64,24 @@ def spell(tokenizer, text: str, examples) -> dict[int, dict[int, float]]:
     return {token: {successor: SURE} for token, successor in zip(chain, chain[1:])}
 
 
-@pytest.mark.parametrize("answer, pass_at_1, format_at_1", [
-    ("Answer: 4", 3 / 5, 1.0),     # right on the three prompts whose ground truth is 4, marked
-    ("Answer: 5", 0.0, 1.0),       # marked, never right
-    (" 4", 3 / 5, 0.0),            # right by the last-number fallback, but no final-answer marker
+@pytest.mark.parametrize("answer, pass_at_1, format_at_1, rewarded", [
+    ("Answer: 4", 3 / 5, 1.0, 3 / 5),  # right on the three prompts whose ground truth is 4, marked
+    ("Answer: 5", 0.0, 1.0, 0.0),      # marked, never right
+    # right by the last-number fallback, but no final-answer marker: pass@1 (the lenient judge) counts it, the
+    # reward's correctness (reward.marked_answer_only, on by default) does not
+    (" 4", 3 / 5, 0.0, 0.0),
 ])
-def test_scripted_policy_scores_exactly(tokenizer, examples, answer, pass_at_1, format_at_1):
+def test_scripted_policy_scores_exactly(tokenizer, examples, answer, pass_at_1, format_at_1, rewarded):
     model = scripted_policy(tokenizer, spell(tokenizer, answer, examples))
     reward = MultiObjectiveReward(objectives=["correctness", "format"])
     summary = evaluate(model, tokenizer, examples, reward, max_new_tokens=8, num_samples=2, batch_prompts=2)
     assert summary == {
         "num_prompts": 5,
         "pass@1": pass_at_1, "format@1": format_at_1,
-        "greedy/correctness/mean": pass_at_1, "greedy/format/mean": format_at_1,
+        "greedy/correctness/mean": rewarded, "greedy/format/mean": format_at_1,
         # all mass on the scripted tokens: each of the 2 samples per prompt is the greedy answer
         "avg@2": pass_at_1, "format_avg@2": format_at_1,
-        "sampled/correctness/mean": pass_at_1, "sampled/format/mean": format_at_1,
+        "sampled/correctness/mean": rewarded, "sampled/format/mean": format_at_1,
     }
 
 

@@ -153,43 +153,62 @@ def test_02_rollout_inspection_headless(workdir):
 
 
 RUN = "nbtest"
-TRAINING = {**TINY, "train_path": "data/train.jsonl", "run_name": RUN, "steps": 2, "batch_size": 2,
-            "weights": {"correctness": 1.0, "format": 0.2}, "schedule": {2: {"format": 0.5}}, "plot_every": 1,
-            "overrides": ["dapo.max_gen_batches=1"]}
+TRAINING = {**TINY, "train_path": "data/train.jsonl", "test_path": "data/test.jsonl", "run_name": RUN, "steps": 2,
+            "batch_size": 2, "weights": {"correctness": 1.0, "format": 0.2}, "schedule": {2: {"format": 0.5}},
+            "plot_every": 1, "eval_every": 2, "eval_prompts": 2, "eval_at_start": True,
+            "overrides": ["dapo.max_gen_batches=1", "ppo.mini_batch_size=0"]}
 
 
 @pytest.fixture(scope="module")
 def training_run(workdir):
-    """03_training executed headless: two steps, with a schedule that moves the format weight after the first."""
+    """03_training executed headless: two steps, with a schedule that moves the format weight after the first,
+    held-out evaluations before the first step and after the second (2 of the 4 test prompts, the first and last)."""
     return execute("03_training", workdir, TRAINING)
 
 
 @pytest.mark.slow
 def test_03_training_headless_saves_metrics_checkpoint_and_plots(workdir, training_run):
     metrics = [json.loads(line) for line in (workdir / "runs" / RUN / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [1, 2]
-    assert [(m["weights/correctness"], m["weights/format"]) for m in metrics] == [(1.0, 0.2), (1.0, 0.5)]
+    assert [m["step"] for m in metrics] == [0, 1, 2]  # step 0: the held-out evaluation before training (eval/* only)
+    assert "reward" not in metrics[0] and metrics[0]["eval/num_prompts"] == 2 and "eval/pass@1" not in metrics[1]
+    assert metrics[2]["eval/num_prompts"] == 2 and 0 <= metrics[2]["eval/pass@1"] <= 1
+    assert [(m["weights/correctness"], m["weights/format"]) for m in metrics[1:]] == [(1.0, 0.2), (1.0, 0.5)]
     assert (workdir / "checkpoints" / RUN / "step-2" / "model.safetensors").is_file()
     plots = sorted(p.name for p in (workdir / "runs" / RUN / "plots").glob("*.png"))
     assert plots == ["dashboard.png", "dynamics.png", "objectives.png", "rewards.png", "weights.png"]
     found = checks(training_run)
     assert "check: final weights {'correctness': 1.0, 'format': 0.5}; changes made on the panel: none" in found
+    # an even spread over the test file (ordered by level), not its first N: here its first and last prompts
+    assert "check: held-out set: 2 of 4 test prompts, evenly spread (arith-L1-000000 ... arith-L1-000003), " \
+           "every 2 steps and before the first" in found
+    assert any(re.match(r"check: held-out pass@1 at steps \[0, 2\]: \[\d", c) for c in found)
+    assert any(re.match(r"check: 2 steps trained \(\w+\) in \d+\.\d min", c) for c in found)
     assert found[-1].startswith("check: saved runs/nbtest/plots/dashboard.png")
     assert len(found) == len(work_cells(training_run)) and images(training_run) == 2
+
+
+# the sweep's points train the recipe (the config defaults), shrunk here; the buffer fits 8 tokens should the recipe
+# weight the overlong objective
+SWEEP_TINY = ["ppo.batch_size=2", "ppo.mini_batch_size=0", "dapo.group_size=2", "dapo.max_gen_batches=1",
+              "reward.overlong_buffer_len=4"]
 
 
 @pytest.mark.slow
 def test_04_analysis_headless_reads_the_run(workdir, training_run):
     nb = execute("04_analysis", workdir, {"run_name": RUN, "test_path": "data/test.jsonl", "eval_prompts": 2,
                                           "eval_samples": 0, "max_new_tokens": 8, "sweep_steps": 1,
+                                          "sweep_overrides": SWEEP_TINY,
                                           "sweep_weights": [{"correctness": 1.0, "format": 0.0},
                                                             {"correctness": 0.1, "format": 1.0}]})
     found = checks(nb)
-    assert any(c.startswith(f"check: 2 steps of '{RUN}'") for c in found)
+    assert any(c.startswith(f"check: 2 steps of '{RUN}'") for c in found)  # the step-0 evaluation line is no step
+    assert any(re.match(r"check: steps 1 -> 2: correctness \d\.\d{3} -> \d\.\d{3}", c) for c in found), found  # not nan
     assert "check: 1 weight changes at steps [2]" in found
     assert any(re.match(r"check: pass@1 \d\.\d{3} -> \d\.\d{3} on 2 prompts", c) for c in found)
     assert any(re.match(r"check: hypervolume \d\.\d{4} above reference \[0\.0, 0\.0\]; [12] of 2 runs on the front", c)
                for c in found)
+    assert any(re.match(r"check: 2 sweep points; each point trained 1/1 steps in \d+\.\d min on average and was "
+                        r"evaluated on 2 held-out prompts in \d+\.\d min; the sweep took \d+\.\d min here", c) for c in found)
     assert len(found) == len(work_cells(nb)) and images(nb) >= 5
 
 

@@ -104,10 +104,11 @@ def test_metrics_use_trl_names_and_record_the_weights_used():
     reward = MultiObjectiveReward(objectives=["correctness", "format"], weights={"correctness": 1.0, "format": 0.2})
     batch = reward.score(["Answer: 540", "Answer: 541", "it is 540"], ["540"] * 3, step=3)
     metrics = batch.metrics()
-    assert batch.scores == [1.2, 0.2, 1.0]
-    assert metrics["reward"] == pytest.approx(0.8)
-    assert metrics["reward_std"] == pytest.approx(((0.4**2 + 0.6**2 + 0.2**2) / 3) ** 0.5)
-    assert metrics["rewards/correctness/mean"] == pytest.approx(2 / 3)
+    assert batch.scores == [1.2, 0.2, 0.0]  # "it is 540" states no answer: correctness 0 (marked_answer_only)
+    mean = 1.4 / 3
+    assert metrics["reward"] == pytest.approx(mean)
+    assert metrics["reward_std"] == pytest.approx((((1.2 - mean) ** 2 + (0.2 - mean) ** 2 + mean**2) / 3) ** 0.5)
+    assert metrics["rewards/correctness/mean"] == pytest.approx(1 / 3)
     assert metrics["rewards/format/std"] == pytest.approx((2 / 9) ** 0.5)
     assert metrics["weights/format"] == 0.2
     assert metrics["reward_errors/exception"] == 0.0

@@ -116,7 +116,8 @@ def test_module_without_math_verify_still_scores_plain_numbers(tmp_path):
     isolated = run_isolated(path, tmp_path, "")
     assert isolated["loaded"] == []
     acc = [r["acc"] for r in isolated["results"]]
-    assert acc[0] == 1.0 and acc[2] == 1.0 and acc[5] == 1.0 and acc[8] == 1.0  # plain numbers: exact fast path
+    assert acc[0] == 1.0 and acc[2] == 1.0 and acc[5] == 1.0  # plain numbers: exact fast path
+    assert acc[8] == 0.0  # "the result is 7" marks no answer: its last number does not count (MARKED_ANSWER_ONLY)
     assert acc[1] == 0.0  # \frac{1}{2} vs 0.5 needs math-verify; without it the texts differ
 
 

@@ -110,7 +110,7 @@ def test_history_is_exact_under_concurrent_changes():
     batches = []
     try:
         while len(batches) < 200 or (len({tuple(b.weights.items()) for b in batches}) < 2 and len(batches) < 20_000):
-            batches.append(reward.score(["Answer: 540", "it is 540"], ["540", "540"], step=len(batches)))
+            batches.append(reward.score(["Answer: 540", "Answer: 541"], ["540", "540"], step=len(batches)))
     finally:
         stop.set()
         thread.join()
@@ -118,6 +118,6 @@ def test_history_is_exact_under_concurrent_changes():
     assert [step for step, _ in history] == list(range(len(batches)))
     for batch, (_, recorded) in zip(batches, history, strict=True):
         assert recorded in states and recorded == batch.weights
-        expected = [recorded["correctness"] * 1.0 + recorded["format"] * 1.0, recorded["correctness"] * 1.0]
+        expected = [recorded["correctness"] * 1.0 + recorded["format"] * 1.0, recorded["format"] * 1.0]
         assert batch.scores == expected
     assert len({tuple(w.items()) for _, w in history}) == 2  # both states were actually seen

@@ -59,7 +59,7 @@ def test_layout_and_grpo_config_match_our_batch(tmp_path):
 @pytest.mark.parametrize("overrides, match", [
     (["sampling.do_sample=false"], "greedy"),
     (["model.device_map=auto"], "model parallel"),
-    (["ppo.batch_size=3"], "split evenly over 2 processes"),
+    (["ppo.batch_size=3", "ppo.mini_batch_size=0"], "split evenly over 2 processes"),
     (["ppo.micro_batch_size=3"], "micro_batch_size=3 must divide"),
     (["trl.args={num_generations: 2}"], "dapo.group_size"),
 ])
@@ -95,7 +95,7 @@ def _call(adapter, texts, truths):
 @pytest.mark.parametrize("scalarizer", ["weighted_sum", "tchebycheff"])
 def test_trl_combines_our_columns_into_our_reward(scalarizer):
     """What TRL computes from the adapter's columns and weights equals our reward's scalar."""
-    cfg = load_config(overrides=["reward.objectives=[correctness,format,clarity]", f"reward.scalarizer={scalarizer}",
+    cfg = load_config(overrides=["dapo.group_size=4", "reward.objectives=[correctness,format,clarity]", f"reward.scalarizer={scalarizer}",
                                  "reward.weights={correctness: 1.0, format: 0.3, clarity: 0.2}"])
     examples = [PromptExample("q0", "What is 12 + 7?", "19")]
     adapter = TRLRewardAdapter(reward_from_config(cfg), cfg, batch_layout(cfg, 1), examples)

@@ -2,11 +2,12 @@
 
     builtin:arithmetic/train   1000 arithmetic word problems (dapo_nb/arithmetic.py; data/README.md)
     builtin:arithmetic/test    150 held-out problems of the same task
+    builtin:arithmetic/test_rephrased  150 held-out problems, the same arithmetic in wording training never shows
 
 They are the defaults of `data.train_path` and `data.test_path`, so `dapo-nb train|eval|smoke|export verl` work from
 any directory with an installed package. Anything that is not a `builtin:` name is a user path (or a Hugging Face
 dataset name) and resolves against the working directory as usual: `resolve` passes it through unchanged.
-In a clone, `data/train.jsonl` and `data/test.jsonl` are links to these files.
+In a clone, `data/train.jsonl`, `data/test.jsonl` and `data/test_rephrased.jsonl` are links to these files.
 
 No torch and no third-party imports here: `dapo-nb export verl` and `dapo-nb keys` stay light.
 """

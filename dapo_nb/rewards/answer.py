@@ -12,7 +12,13 @@ Extraction: the *last* marked answer in the completion wins; markers, by priorit
    or `the (final) answer is ...`: the text after the last such marker, up to the end of its line.
 3. A GSM8K line `#### ...`: the last one, up to the end of its line.
 4. Otherwise, as a fallback, the last number in the text (`... so we get 42.`). Only markers 1-3
-   make `has_final_answer` true (the `format` objective); the fallback only feeds `correctness`.
+   make `has_final_answer` true (the `format` objective); the fallback only feeds `is_correct`.
+
+Marked answers only: `is_correct(..., marked_only=True)` ignores the fallback, so a completion
+without marker 1-3 is never correct. The reward's `correctness` objective uses it by default
+(`reward.marked_answer_only`): a policy that rambles to the token budget must not be rewarded for a
+number it happened to end on; the answer must be stated. Evaluation's pass@1 keeps the fallback
+(the lenient judge, independent of the training reward).
 
 The ground truth goes through the same extraction when it carries a marker (GSM8K solutions end in
 `#### 72`), else it is taken whole.
@@ -235,10 +241,11 @@ def answers_equivalent(predicted: str, reference: str) -> bool:
     return _collapse(predicted) == _collapse(reference)
 
 
-def is_correct(completion: str, ground_truth: str) -> bool:
-    """True when the completion's final answer is equivalent to the ground truth's."""
+def is_correct(completion: str, ground_truth: str, *, marked_only: bool = False) -> bool:
+    """True when the completion's final answer is equivalent to the ground truth's; with `marked_only`, only a
+    marked answer (`\\boxed`, answer line, `####`) counts, not the last-number fallback."""
     found = extract_final_answer(completion)
-    if found is None:
+    if found is None or (marked_only and found.marker == "last_number"):
         return False
     return answers_equivalent(found.text, reference_answer(ground_truth))
 

@@ -2,21 +2,28 @@
 
 An objective is a plain function `fn(completion, ground_truth, **context) -> float` with a
 one-line docstring, registered under a name with its documented range. `context` holds
-`prompt`, `num_tokens`, `overlong_max_len`, `overlong_buffer_len`, `split`, `step` and `info`;
-take what you need and swallow the rest with `**_`. Higher is always better (weights are
-non-negative), so penalties live in [-1, 0].
+`prompt`, `num_tokens`, `overlong_max_len`, `overlong_buffer_len`, `marked_answer_only`, `split`,
+`step` and `info`; take what you need and swallow the rest with `**_`. Higher is always better
+(weights are non-negative), so penalties live in [-1, 0].
 
 Built-ins and their ranges:
 
 | name          | range         | what it measures                                                    |
 |---------------|---------------|---------------------------------------------------------------------|
-| `correctness` | {0, 1}        | final answer equivalent to the ground truth (see `answer.py`)       |
+| `correctness` | {0, 1}        | marked final answer equivalent to the ground truth (see `answer.py`) |
 | `format`      | {0, 1}        | a marked final answer (`\\boxed`, `Answer:`, `####`) that parses     |
 | `clarity`     | [0.2, 1]      | seed: `min(1, newlines / 8 + 0.2)`                                  |
 | `detail`      | [0, 1]        | seed: `min(1, characters / 1200)`                                   |
 | `creativity`  | {0.2, 0.5}    | seed: 0.5 if "alternative" or "another approach" appears, else 0.2  |
 | `overlong`    | [-1, 0]       | DAPO Eq. 13 soft overlong punishment, in tokens                     |
 | `length`      | [-1, 0]       | plain linear length penalty `-min(1, num_tokens / overlong_max_len)` |
+
+`correctness` counts only a *marked* final answer (`\\boxed{}`, an `Answer:` line or `the answer
+is`, `####`) while the context's `marked_answer_only` is true: the reward passes
+`reward.marked_answer_only` (default true; a direct call defaults to true too). False lets the last
+number of the text count as well, as evaluation's pass@1 does. Why on by default: a policy that
+rambles to the token budget must not be rewarded for a number it happened to end on; the answer
+must be stated.
 
 Departure from the seed: its `correctness` was `ground_truth in solution_str` (a substring test,
 so "5400" matched "540"); ours extracts and compares the final answer. `clarity`, `detail` and
@@ -45,7 +52,8 @@ from typing import Any, Callable, Iterable
 from .answer import has_final_answer, is_correct
 
 ObjectiveFn = Callable[..., float]
-CONTEXT_KEYS = ("prompt", "num_tokens", "overlong_max_len", "overlong_buffer_len", "split", "step", "info")
+CONTEXT_KEYS = ("prompt", "num_tokens", "overlong_max_len", "overlong_buffer_len", "marked_answer_only", "split", "step",
+                "info")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -155,9 +163,9 @@ def check_overlong_settings(max_len: Any, buffer_len: Any) -> None:
 # Built-in objectives (standard library + answer.py only: verl_export copies their source)
 
 
-def correctness(completion: str, ground_truth: str, **_: Any) -> float:
-    """1.0 when the final answer is equivalent to the ground truth, else 0.0."""
-    return 1.0 if is_correct(completion, ground_truth) else 0.0
+def correctness(completion: str, ground_truth: str, *, marked_answer_only: bool = True, **_: Any) -> float:
+    """1.0 when the final answer (a marked one unless marked_answer_only=False) equals the ground truth, else 0.0."""
+    return 1.0 if is_correct(completion, ground_truth, marked_only=bool(marked_answer_only)) else 0.0
 
 
 def answer_format(completion: str, ground_truth: str, **_: Any) -> float:

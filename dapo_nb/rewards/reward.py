@@ -17,7 +17,9 @@ objectives it leaves out get 0.0 (computed and logged, not rewarded), a plugin's
 re-weight the breakdown live). So the seed's plugin alone gives exactly the seed's reward, and
 `weights={"<name>": 0, "<name>.correctness": 1}` re-scalarizes its breakdown. Objectives not
 given are the names in `weights` that no plugin owns (none: correctness and format, or only the
-plugins when there are some).
+plugins when there are some). `marked_answer_only` (default True, `reward.marked_answer_only`)
+reaches every objective as a context key: the built-in `correctness` then counts only a marked final
+answer (`\\boxed{}`, `Answer:`, `####`), never the last number of a rambling text.
 
 A TRL function's `None` ("not applicable", TRL's convention) adds nothing to a weighted sum for
 that sample (TRL: NaN, then nansum) and leaves the sample out of `rewards/<name>/mean|std` (TRL:
@@ -158,11 +160,16 @@ class MultiObjectiveReward:
         plugin_contract: str = "auto",
         plugin_function: str = DEFAULT_FUNCTION,
         plugins: Sequence[Any] | None = None,
+        marked_answer_only: bool = True,
     ) -> None:
         """`plugins`: entries as in reward.plugins (`file.py`, `file.py:fn`, a mapping, a callable); `plugin` is one
-        more entry placed first, with `plugin_contract` / `plugin_function` applying to it alone."""
+        more entry placed first, with `plugin_contract` / `plugin_function` applying to it alone. `marked_answer_only`:
+        `correctness` needs a marked final answer (False: the last number counts too)."""
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error={on_error!r} is not one of {', '.join(ON_ERROR)}")
+        if not isinstance(marked_answer_only, bool):
+            raise ValueError(f"marked_answer_only must be True or False, got {marked_answer_only!r}")
+        self.marked_answer_only = marked_answer_only
         check_choice(scalarizer, normalization, mu)
         self.scalarizer, self.normalization, self.on_error, self.mu = scalarizer, normalization, on_error, float(mu)
         self.overlong_max_len, self.overlong_buffer_len = overlong_max_len, overlong_buffer_len
@@ -404,6 +411,7 @@ class MultiObjectiveReward:
                     step=step,
                     overlong_max_len=self.overlong_max_len,
                     overlong_buffer_len=self.overlong_buffer_len,
+                    marked_answer_only=self.marked_answer_only,
                     info=infos[i],
                 )
                 value = check_number(value, "the returned value")
@@ -464,11 +472,13 @@ def objective_names(reward_cfg) -> list[str]:
 
 def reward_from_config(cfg) -> MultiObjectiveReward:
     """The multi-objective reward described by a dapo_nb `Config`'s `reward` group (objectives: `objective_names`;
-    plugins: `reward.plugin`, then `reward.plugins`); the overlong objective's L_max is `sampling.max_new_tokens`."""
+    plugins: `reward.plugin`, then `reward.plugins`); the overlong objective's L_max is `sampling.max_new_tokens`;
+    `correctness` follows `reward.marked_answer_only`."""
     r = cfg.reward
     return MultiObjectiveReward(
         objectives=objective_names(r) or None, weights=dict(r.weights), scalarizer=r.scalarizer,
         normalization=r.normalization, plugins=config_plugin_entries(r), on_error=r.on_error,
         schedule=dict(r.schedule) or None, ideal=dict(r.ideal) or None, mu=r.mu,
         overlong_max_len=cfg.sampling.max_new_tokens, overlong_buffer_len=r.overlong_buffer_len,
+        marked_answer_only=r.marked_answer_only,
     )

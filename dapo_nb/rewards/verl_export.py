@@ -7,8 +7,9 @@ writes one `.py` file exposing verl's
 filter on: `algorithm.filter_groups.metric=acc`) and one key per objective. It carries copies of
 `answer.py`, the built-in objective functions and the per-sample scalarizers, so it needs only the
 standard library plus, optionally, `math-verify` (without it, non-numeric answers are compared as
-text). Point verl (0.9.1) at it with `reward.custom_reward_function.path=<file>` and
-`reward.custom_reward_function.name=compute_score`, as `dapo-nb export verl` does.
+text). Its `correctness` (and so `acc`) applies our marked-answer rule (`MARKED_ANSWER_ONLY`, from
+`reward.marked_answer_only`). Point verl (0.9.1) at it with `reward.custom_reward_function.path=<file>`
+and `reward.custom_reward_function.name=compute_score`, as `dapo-nb export verl` does.
 
 What cannot travel, and why (each raises a clear error): `overlong` / `length` (verl's
 compute_score never sees token counts; use verl's DAPO overlong buffer,
@@ -68,14 +69,15 @@ _COMPUTE_SCORE = '''
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
     """verl's reward hook: score, acc (correctness) and one key per objective."""
     info = dict(extra_info or {})
-    values = {name: float(fn(solution_str, ground_truth, info=info)) for name, fn in OBJECTIVE_FUNCTIONS.items()}
+    context = dict(info=info, marked_answer_only=MARKED_ANSWER_ONLY)
+    values = {name: float(fn(solution_str, ground_truth, **context)) for name, fn in OBJECTIVE_FUNCTIONS.items()}
     if SCALARIZER == "weighted_sum":
         score = weighted_sum(values, WEIGHTS)
     elif SCALARIZER == "tchebycheff":
         score = tchebycheff(values, WEIGHTS, IDEAL)
     else:
         score = smooth_tchebycheff(values, WEIGHTS, IDEAL, MU)
-    acc = values["correctness"] if "correctness" in values else correctness(solution_str, ground_truth)
+    acc = values["correctness"] if "correctness" in values else correctness(solution_str, ground_truth, **context)
     return {"score": score, "acc": acc, **values}
 '''
 
@@ -87,9 +89,13 @@ def write_verl_reward_module(
     scalarizer: str = "weighted_sum",
     ideal: Mapping[str, float] | None = None,
     mu: float = 0.1,
+    marked_answer_only: bool = True,
 ) -> Path:
-    """Write a standalone verl reward module computing the same objectives and scalar as ours."""
+    """Write a standalone verl reward module computing the same objectives and scalar as ours; `marked_answer_only`
+    as in `MultiObjectiveReward` (`correctness` needs a marked final answer)."""
     check_choice(scalarizer, "none", mu)
+    if not isinstance(marked_answer_only, bool):
+        raise VerlExportError(f"marked_answer_only must be True or False, got {marked_answer_only!r}")
     objectives = list(objectives)
     for name in objectives:
         objective = get_objective(name)
@@ -119,7 +125,9 @@ def write_verl_reward_module(
         "DAPO dynamic sampling: algorithm.filter_groups.enable=True algorithm.filter_groups.metric=acc\n\n"
         "Requires: Python >= 3.10 standard library; optional math-verify==0.9.0 (without it, non-numeric\n"
         "answers are compared as text).\n\n"
-        f"Objectives: {', '.join(objectives)}; scalarizer: {scalarizer}; weights: {json.dumps(full_weights)}.\n\n"
+        f"Objectives: {', '.join(objectives)}; scalarizer: {scalarizer}; weights: {json.dumps(full_weights)}.\n"
+        f"Marked answers only (MARKED_ANSWER_ONLY): {marked_answer_only}"
+        f"{'' if marked_answer_only else ' (the last number of a completion counts too)'}.\n\n"
         "What counts as a correct answer (copied from dapo_nb.rewards.answer):\n"
         f"{inspect.getdoc(answer)}\n"
         '"""\n\nfrom __future__ import annotations\n\nimport math\nfrom typing import Any, Mapping\n\n'
@@ -137,6 +145,7 @@ def write_verl_reward_module(
         f"WEIGHTS = {json.dumps(full_weights)}\n",
         f"IDEAL = {json.dumps(full_ideal)}\n",
         f"SCALARIZER = {scalarizer!r}\nMU = {float(mu)!r}\n",
+        f"MARKED_ANSWER_ONLY = {marked_answer_only!r}  # correctness needs a marked final answer (see above)\n",
         _COMPUTE_SCORE,
     ]
     path = Path(path)
@@ -148,7 +157,7 @@ def write_verl_reward_module(
 
 
 def reward_to_verl_module(reward: MultiObjectiveReward, path: str | Path) -> Path:
-    """Write `reward`'s objectives, current weights and scalarizer as a standalone verl module."""
+    """Write `reward`'s objectives, current weights, scalarizer and marked-answer rule as a standalone verl module."""
     if reward.plugin is not None:
         raise VerlExportError(
             f"{reward.plugin.label} cannot be embedded; verl can call a verl-contract plugin file directly"
@@ -159,7 +168,8 @@ def reward_to_verl_module(reward: MultiObjectiveReward, path: str | Path) -> Pat
             "export with normalization='none'"
         )
     weights = {name: value for name, value in reward.weights.get().items() if name in reward.objectives}
-    return write_verl_reward_module(path, list(reward.objectives), weights, reward.scalarizer, reward.ideal, reward.mu)
+    return write_verl_reward_module(path, list(reward.objectives), weights, reward.scalarizer, reward.ideal, reward.mu,
+                                    reward.marked_answer_only)
 
 
 # ----------------------------------------------------------------------------
