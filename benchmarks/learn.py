@@ -12,9 +12,10 @@ Run from the repository root (it changes to it anyway). What it does, every step
    test split `builtin:arithmetic/test` and on `builtin:arithmetic/test_rephrased`, the same arithmetic in wording
    training never shows (data/README.md). Results are cached in OUT/base-<split>-<key>.json, the key a hash of every
    setting the evaluation depends on and of the data file, so reruns skip them (`--fresh-base` recomputes).
-2. For each seed S: `dapo-nb train train.max_minutes=M train.seed=S train.run_name=learn-sS train.output_dir=OUT/sS`
-   and no other key: the defaults are the recipe (plus any `--set key=value`). That seed's earlier results in OUT/sS
-   and its checkpoints (checkpoints/learn-sS) are replaced.
+2. For each seed S: `dapo-nb train train.max_minutes=M train.seed=S train.run_name=learn-sS train.output_dir=OUT/sS
+   train.checkpoint_dir=OUT/checkpoints` and no other key: the defaults are the recipe (plus any `--set key=value`).
+   That seed's earlier results in OUT/sS and its checkpoints (OUT/checkpoints/learn-sS, inside OUT so that two
+   folders, e.g. the ablation's arms, never share them) are replaced.
 3. Evaluates the run's last checkpoint on both splits and pairs it with the base model's evaluation of step 1 (same
    prompts, greedy, so the base is evaluated once, not per seed): McNemar's exact test on per-problem correctness
    (`dapo_nb.stats.paired_comparison`; `dapo-nb eval` prints `per_problem` in its JSON) gives a p-value.
@@ -192,8 +193,9 @@ def base_score(split: str, overrides: list[str], out: Path, fresh: bool) -> Scor
 
 
 def train_args(seed: int, minutes: float, out: Path, overrides: list[str]) -> list[str]:
+    # checkpoints inside OUT: two learn.py folders (the ablation's arms) never replace each other's checkpoints
     return ["train", f"train.max_minutes={minutes:g}", f"train.seed={seed}", f"train.run_name=learn-s{seed}",
-            f"train.output_dir={out / f's{seed}'}", *overrides]
+            f"train.output_dir={out / f's{seed}'}", f"train.checkpoint_dir={out / 'checkpoints'}", *overrides]
 
 
 def read_metrics(path: Path) -> list[dict]:
