@@ -1,6 +1,6 @@
 """Weight steering, headless: does raising one objective's weight mid-run move that objective, and how soon?
 
-    .venv/bin/python benchmarks/steer.py [--steps 16] [--switch-step 7] [--objective length] [--weight 1.0]
+    .venv/bin/python benchmarks/steer.py [--steps 10] [--switch-step 4] [--objective clarity] [--weight 1.0]
                                          [--seed 0] [--window 3] [--threshold 0.05] [--set key=value ...]
                                          [--out benchmarks/results/steer] [--png docs/steering.png]
 
@@ -11,10 +11,11 @@ starting model, `--steps` steps each:
   steered  the same, plus `reward.schedule={k: {<objective>: <weight>}}` with k = `--switch-step`: from step k on
            (steps count from 1, as in the metrics) the objective enters the reward with `--weight`.
 Before step k both runs optimise the same reward from the same seed, so on one CPU with the same thread count
-they are the same run step for step (the script reports whether they were). The default objective is `length`
-(`-min(1, num_tokens / sampling.max_new_tokens)`, in [-1, 0]): a length penalty that the policy can act on
-within a few steps, and one the recipe does not weight already. Any registered objective works; one the recipe
-weights is set to 0 before k in both runs (said in the output).
+they are the same run step for step (the script reports whether they were). The default objective is `clarity`
+(the seed's structure proxy, `min(1, newlines / 8 + 0.2)`): one the recipe does not weight and does not push (left
+at weight 0 it falls as completions get shorter), so a gap is the schedule's doing. `length` (a length penalty) moves
+less: the recipe shortens completions by itself (README, "Weight steering"). Any registered objective works; one the
+recipe weights is set to 0 before k in both runs (said in the output).
 
 What it prints: one line per step and run while training; then, per run, the objective's mean over the steps
 before k and over the steps from k on, and the mean completion length likewise; the steered minus control gap
@@ -55,10 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--steps", type=int, default=16, help="training steps of each run (default 16)")
-    parser.add_argument("--switch-step", type=int, default=7,
-                        help="k: the steered run's weight applies from this step on (steps count from 1; default 7)")
-    parser.add_argument("--objective", default="length", help="the objective whose weight is raised (default length)")
+    parser.add_argument("--steps", type=int, default=10, help="training steps of each run (default 10)")
+    parser.add_argument("--switch-step", type=int, default=4,
+                        help="k: the steered run's weight applies from this step on (steps count from 1; default 4)")
+    parser.add_argument("--objective", default="clarity", help="the objective whose weight is raised (default clarity)")
     parser.add_argument("--weight", type=float, default=1.0, help="its weight from step k in the steered run (default 1.0)")
     parser.add_argument("--seed", type=int, default=0, help="train.seed of both runs (default 0)")
     parser.add_argument("--window", type=int, default=3, help="rolling mean over this many steps, from k (default 3)")

@@ -96,6 +96,8 @@ class DataConfig:
     answer_format: str = "plain"  # how answer_key holds the answer: plain (all of it) | gsm8k (after the last ####) | boxed (last \boxed{})
     id_key: str | None = None  # field holding a unique id; None = qid when present, else <data_source>-<row>
     skip_unparsed: bool = False  # drop records whose answer answer_format cannot find (counted in one warning) instead of failing
+    where: dict[str, Any] = field(default_factory=dict)  # keep only records whose fields have these values, in train_path and
+    #                 test_path alike: {level: [1]} = the shipped task's easiest level (make demo); a list = any of them; {} = all
 
 
 @dataclass
@@ -174,7 +176,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = before each step, the cores other processes left free (cpu_threads.py)
     report_to: list[str] = field(default_factory=lambda: ["none"])  # trackers (TRL's names): none | tensorboard | wandb | trackio, or a list [tensorboard, wandb] (trackers.py)
     tracker_project: str = "dapo-nb"  # the W&B / Trackio project runs are logged to (train.run_name names the run)
-    eval_every: int = 0  # greedy pass@1 / format@1 on data.test_path every N steps, in that step's metrics (eval/*); 0 = off (backend dapo_nb)
+    eval_every: int = 0  # greedy pass@1 / format@1 on data.test_path every N steps and after the last, in that step's metrics (eval/*); 0 = off (backend dapo_nb)
     eval_prompts: int = 0  # held-out prompts evaluated during training (N spread evenly over the file); 0 = eval.max_prompts (0 there: all)
     eval_at_start: bool = False  # with eval_every: also evaluate before the first step of a fresh run (a step-0 metrics line of eval/* only)
 
@@ -232,6 +234,11 @@ class Config:
             value = get_key(self, key)
             if not (value is None and key in ("data.id_key", "data.subset")) and not str(value).strip():
                 raise ConfigError(f"{key}={value!r} must not be empty" + ("; use null for none" if key in ("data.id_key", "data.subset") else ""))
+        for name, wanted in self.data.where.items():
+            values = wanted if isinstance(wanted, list) else [wanted]
+            if not str(name).strip() or not values or any(isinstance(v, (dict, list)) or v is None for v in values):
+                raise ConfigError(f"data.where={self.data.where!r}: each entry is a field name and a value or a non-empty list "
+                                  "of values, e.g. data.where={level: [1, 2]}")
         unknown = [name for name in self.train.report_to if name not in REPORT_TO]
         if unknown or ("none" in self.train.report_to and len(self.train.report_to) > 1):
             raise ConfigError(f"train.report_to={self.train.report_to}: "
@@ -328,7 +335,7 @@ def set_key(cfg: Config, key: str, value) -> None:
     """Set a dotted key, checking that it exists and that the value has the field's type."""
     parts = key.split(".")
     # reward.weights.<name>=v and reward.schedule.<step>=... address entries of dict fields
-    if len(parts) >= 3 and ".".join(parts[:2]) in ("reward.weights", "reward.ideal", "reward.schedule", "trl.args"):
+    if len(parts) >= 3 and ".".join(parts[:2]) in ("reward.weights", "reward.ideal", "reward.schedule", "trl.args", "data.where"):
         container_key, entry = ".".join(parts[:2]), ".".join(parts[2:])
         current = dict(get_key(cfg, container_key))
         current[int(entry) if container_key == "reward.schedule" and entry.isdigit() else entry] = value
@@ -414,7 +421,7 @@ def apply_dict(cfg: Config, data: dict, prefix: str = "", source: str = "") -> N
     """Apply a nested dict (from YAML or a checkpoint) onto cfg."""
     for k, v in data.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and key not in ("reward.weights", "reward.schedule", "trl.args"):
+        if isinstance(v, dict) and key not in ("reward.weights", "reward.schedule", "trl.args", "data.where"):
             apply_dict(cfg, v, key + ".", source)
             continue
         try:

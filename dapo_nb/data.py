@@ -2,7 +2,8 @@ r"""Prompt datasets: load and validate jsonl / parquet / Hugging Face data, and 
 
 `load_prompts(path_or_name, split, *, prompt_key, answer_key, answer_format, id_key, subset,
 skip_unparsed)` returns a list of `PromptExample`; `load_prompts_from_config(cfg.data, "train" |
-"test")` takes all of those from the `data.*` config keys. Sources:
+"test")` takes all of those from the `data.*` config keys and keeps the records `data.where` selects
+(`keep_where`, e.g. {level: [1]}: one difficulty level of the shipped task). Sources:
 
 - a `.jsonl` file, one JSON object per line; blank lines and a UTF-8 BOM are fine;
 - a `.parquet` file, in any column layout, verl's included (`prompt` = `[{"role", "content"}]`,
@@ -530,13 +531,15 @@ def load_prompts(
 
 
 def load_prompts_from_config(data: Any, which: str = "train") -> list[PromptExample]:
-    """`load_prompts` of `data.train_path` (which="train") or `data.test_path` (which="test") with every `data.*` key.
+    """`load_prompts` of `data.train_path` (which="train") or `data.test_path` (which="test") with every `data.*` key,
+    then `keep_where(..., data.where)`.
 
     `data` is a `config.DataConfig` (`cfg.data`)."""
     if which not in ("train", "test"):
         raise ValueError(f"which={which!r} must be 'train' or 'test'")
-    return load_prompts(
-        data.train_path if which == "train" else data.test_path,
+    path = data.train_path if which == "train" else data.test_path
+    examples = load_prompts(
+        path,
         data.train_split if which == "train" else data.test_split,
         prompt_key=data.prompt_key,
         answer_key=data.answer_key,
@@ -545,6 +548,32 @@ def load_prompts_from_config(data: Any, which: str = "train") -> list[PromptExam
         subset=data.subset,
         skip_unparsed=data.skip_unparsed,
     )
+    return keep_where(examples, data.where, str(path))
+
+
+def keep_where(examples: list[PromptExample], where: dict, origin: str) -> list[PromptExample]:
+    """The examples whose fields have the values `where` asks for (`data.where`: {field: value or [values]}), in order.
+
+    A field is looked up in the record's other fields (`extra`, e.g. `level`) or `data_source`; a value matches when
+    equal or equal as text (`level: 1` matches 1 and "1"). A record without the field, or nothing left, is an error
+    naming `origin`, the field and what there is, not a silently smaller run."""
+    for name, wanted in where.items():
+        allowed = {str(value) for value in (wanted if isinstance(wanted, list) else [wanted])}
+        kept, seen = [], set()
+        for example in examples:
+            value = example.data_source if name == "data_source" else example.extra.get(name, _MISSING)
+            if value is _MISSING:
+                fields = ", ".join(sorted(example.extra)) or "none"
+                raise DataValidationError(f"{origin}: qid {example.qid!r} has no field {name!r} for data.where (its other "
+                                          f"fields: {fields}); fix data.where or the data")
+            seen.add(str(value))
+            if str(value) in allowed:
+                kept.append(example)
+        if not kept:
+            raise DataValidationError(f"{origin}: data.where {name}={wanted!r} keeps none of its {len(examples)} records; "
+                                      f"{name} there is one of: {', '.join(sorted(seen)[:20])}")
+        examples = kept
+    return examples
 
 
 def resolve_system_prompt(system_prompt: str | None) -> str | None:

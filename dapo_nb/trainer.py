@@ -98,6 +98,7 @@ class Trainer:
         self.checkpoint_root = checkpoint_root(cfg)
         self.last_saved_step = -1
         self._params_dirty = False  # True once an optimizer step of the running step has changed parameters
+        self._last_step, self._deadline = cfg.train.total_steps, math.inf  # where train() will stop (its own call's)
         if cfg.train.resume:
             self.resume()
         else:  # a fresh run: an earlier run of the same name keeps its logs and checkpoints, renamed
@@ -341,7 +342,8 @@ class Trainer:
         seconds = time.perf_counter() - t0
         metrics.update({"step": self.step, "scalarizer": self.reward.scalarizer, "cpu_threads": threads, "step_time": seconds, "time/generate_and_score": t1 - t0,
                         "time/update": seconds - (t1 - t0), "tokens_per_second": metrics["num_generated_tokens"] / seconds})
-        if self.eval_examples is not None and self.step % self.cfg.train.eval_every == 0:
+        last = self.step == self._last_step or time.monotonic() >= self._deadline  # train() stops after this step
+        if self.eval_examples is not None and (self.step % self.cfg.train.eval_every == 0 or last):
             metrics.update(self.evaluate_held_out())  # after the timings: not in step_time or tokens_per_second
         self._record(metrics)
         return metrics
@@ -399,10 +401,11 @@ class Trainer:
         """Run until train.total_steps (or `steps` more), train.max_minutes, stop() or Ctrl-C / SIGTERM; ends with a checkpoint."""
         total = self.cfg.train.total_steps
         end = total if steps is None else min(total, self.step + steps)
+        deadline = time.monotonic() + 60 * self.cfg.train.max_minutes if self.cfg.train.max_minutes > 0 else math.inf
+        self._last_step, self._deadline = end, deadline  # train_step evaluates the last step, so the curve ends there
         self.stop_event.clear()
         restore = install_stop_handlers(self.stop_event, lambda: f"step {self.step + 1}")
         bar = tqdm(total=total, initial=self.step, desc=self.cfg.train.run_name, unit="step", dynamic_ncols=True)
-        deadline = time.monotonic() + 60 * self.cfg.train.max_minutes if self.cfg.train.max_minutes > 0 else math.inf
         try:
             while self.step < end and not self.stop_event.is_set() and time.monotonic() < deadline:
                 while not self.run_event.wait(0.2):  # paused from the control panel
@@ -429,6 +432,7 @@ class Trainer:
         finally:
             bar.close()
             restore()
+            self._last_step, self._deadline = self.cfg.train.total_steps, math.inf
             self.trackers.close()  # a later train() or train_step() reopens them, continuing
         if self.step > self.last_saved_step and not self._params_dirty:
             self.save()

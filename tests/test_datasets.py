@@ -392,3 +392,53 @@ def test_evenly_spread_takes_every_part_of_an_ordered_file():
     assert [sum(levels[i] == level for i in picked) for level in (1, 2, 3)] == [16, 16, 16]
     assert evenly_spread([1, 2, 3], 0) == evenly_spread([1, 2, 3], 5) == [1, 2, 3]
     assert evenly_spread([1, 2, 3], 1) == [1]
+
+
+# ----------------------------------------------------------------------------
+# data.where: one difficulty level (make demo), or any field's values
+
+
+def test_where_keeps_one_level_of_the_shipped_task_in_train_and_test():
+    train = from_config(["data.where={level: [1]}"], "train")
+    test = from_config(["data.where={level: 1}"], "test")  # a single value is a one-item list
+    everything = from_config([], "train")
+    assert {e.extra["level"] for e in train} == {1} and {e.extra["level"] for e in test} == {1}
+    assert len(train) == sum(e.extra["level"] == 1 for e in everything) < len(everything)
+    assert len(test) == 50  # the shipped test split: 50 problems per level
+    assert [e.qid for e in train] == [e.qid for e in everything if e.extra["level"] == 1]  # file order kept
+    two = from_config(["data.where={level: [1, 3]}"], "test")
+    assert len(two) == 100 and {e.extra["level"] for e in two} == {1, 3}
+
+
+def test_where_matches_text_values_and_several_fields(tmp_path):
+    path = write_jsonl(tmp_path / "math.jsonl", MATH_ROWS)
+    keys = [f"data.train_path={path}", *MATH_KEYS]
+    assert [e.ground_truth for e in from_config([*keys, "data.where={level: Level 1}"])] == ["\\frac{3}{4}", "5"]
+    both = from_config([*keys, "data.where={level: [Level 1, Level 3], type: Algebra}"])
+    assert [e.ground_truth for e in both] == ["\\{1, {2}\\}"]
+    entry = from_config([*keys, "data.where.type=Prealgebra"])  # one entry, as with reward.weights.<name>
+    assert len(entry) == 2
+
+
+def test_where_errors_name_the_file_the_field_and_what_there_is(tmp_path):
+    path = write_jsonl(tmp_path / "math.jsonl", MATH_ROWS)
+    keys = [f"data.train_path={path}", *MATH_KEYS]
+    with pytest.raises(DataValidationError) as caught:
+        from_config([*keys, "data.where={level: Level 9}"])
+    assert str(caught.value) == (f"{path}: data.where level='Level 9' keeps none of its 4 records; "
+                                 "level there is one of: Level 1, Level 2, Level 3")
+    with pytest.raises(DataValidationError) as caught:
+        from_config([*keys, "data.where={difficulty: 1}"])
+    assert str(caught.value) == (f"{path}: qid 'math-1' has no field 'difficulty' for data.where (its other fields: "
+                                 "level, solution, type); fix data.where or the data")
+    for bad in ["data.where={level: []}", "data.where={level: null}", "data.where={level: {a: 1}}"]:
+        with pytest.raises(ConfigError, match=r"data.where=.*each entry is a field name and a value or a non-empty list"):
+            load_config(None, [bad])
+
+
+def test_where_from_a_yaml_file_replaces_the_default(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("data:\n  where:\n    level: [2]\n", encoding="utf-8")
+    cfg = load_config(config_file, [])
+    assert cfg.data.where == {"level": [2]}
+    assert {e.extra["level"] for e in load_prompts_from_config(cfg.data, "test")} == {2}

@@ -67,6 +67,25 @@ def test_eval_every_logs_held_out_metrics_and_leaves_training_unchanged(tmp_path
     assert plots.held_out(df)["step"].tolist() == [0, 2, 4]
 
 
+def test_the_last_step_is_evaluated_so_the_curve_ends_at_the_checkpoint(tmp_path, train_file, model_dir):
+    """eval_every=3 of 4 steps: evaluated at 3 and at 4, the last; a max_minutes budget spent by step 1 ends the run
+    there, evaluated too. One metrics line per step either way."""
+    by_count = Trainer(make_cfg(tmp_path, train_file, f"train.output_dir={tmp_path / 'count'}",
+                                f"data.test_path={train_file}", "train.eval_every=3", "train.eval_prompts=2"))
+    by_count.train()
+    assert [m["step"] for m in by_count.history] == [1, 2, 3, 4]
+    assert [m["step"] for m in by_count.history if "eval/pass@1" in m] == [3, 4]
+    by_count.train_step()  # past train(): only eval_every decides again (step 5: no evaluation)
+    assert "eval/pass@1" not in by_count.history[-1]
+
+    by_clock = Trainer(make_cfg(tmp_path, train_file, f"train.output_dir={tmp_path / 'clock'}",
+                                f"train.checkpoint_dir={tmp_path / 'clock-ckpt'}", f"data.test_path={train_file}",
+                                "train.eval_every=3", "train.eval_prompts=2", "train.max_minutes=0.0001"))
+    by_clock.train()
+    assert [m["step"] for m in by_clock.history] == [1] and "eval/pass@1" in by_clock.history[0]
+    assert (tmp_path / "clock-ckpt" / "t" / "step-1").is_dir()
+
+
 def test_eval_keys_are_checked_and_off_by_default(tmp_path, train_file, model_dir):
     trainer = Trainer(make_cfg(tmp_path, train_file, "train.total_steps=1"))
     assert trainer.eval_examples is None

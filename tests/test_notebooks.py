@@ -83,7 +83,7 @@ def test_every_parameter_is_typed_and_commented_and_papermill_documents_it(name)
 def workdir(tmp_path_factory) -> Path:
     """Temp working dir with tiny train/test files, and a `python3` kernel spec that runs this interpreter."""
     root = tmp_path_factory.mktemp("notebooks")
-    splits = make_splits([1], train_per_level=16, test_per_level=4, seed=0)
+    splits = make_splits([1, 2], train_per_level=16, test_per_level=4, seed=0)  # 03 keeps level 1 (data.where)
     for split, records in splits.items():
         write_jsonl(records, root / "data" / f"{split}.jsonl")
     spec = root / "jupyter" / "kernels" / "python3"
@@ -153,7 +153,8 @@ def test_02_rollout_inspection_headless(workdir):
 
 
 RUN = "nbtest"
-TRAINING = {**TINY, "train_path": "data/train.jsonl", "test_path": "data/test.jsonl", "run_name": RUN, "steps": 2,
+TRAINING = {**TINY, "train_path": "data/train.jsonl", "test_path": "data/test.jsonl", "where": {"level": [1]},
+            "run_name": RUN, "steps": 2,
             "batch_size": 2, "weights": {"correctness": 1.0, "format": 0.2}, "schedule": {2: {"format": 0.5}},
             "plot_every": 1, "eval_every": 2, "eval_prompts": 2, "eval_at_start": True,
             "overrides": ["dapo.max_gen_batches=1", "ppo.mini_batch_size=0"]}
@@ -178,7 +179,9 @@ def test_03_training_headless_saves_metrics_checkpoint_and_plots(workdir, traini
     assert plots == ["dashboard.png", "dynamics.png", "objectives.png", "rewards.png", "weights.png"]
     found = checks(training_run)
     assert "check: final weights {'correctness': 1.0, 'format': 0.5}; changes made on the panel: none" in found
-    # an even spread over the test file (ordered by level), not its first N: here its first and last prompts
+    # `where` keeps level 1 of both files (16 of 32 training prompts, 4 of 8 test prompts), as make demo does; then an
+    # even spread over the test file (ordered by level), not its first N: here its first and last level-1 prompts
+    assert any(c.startswith("check: 16 training prompts;") for c in found), found
     assert "check: held-out set: 2 of 4 test prompts, evenly spread (arith-L1-000000 ... arith-L1-000003), " \
            "every 2 steps and before the first" in found
     assert any(re.match(r"check: held-out pass@1 at steps \[0, 2\]: \[\d", c) for c in found)
