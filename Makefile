@@ -28,7 +28,7 @@ install: $(STAMP)
 
 # the main job: notebooks/03_training.ipynb headless on the embedded model with the recipe (the config defaults) on
 # the shipped task's level-1 problems (data.where), DEMO_MINUTES of training with greedy pass@1 on the 50 held-out
-# level-1 problems at the start and every 3 steps, all within the budget; about 5-6 minutes here (README "Notebooks")
+# level-1 problems at the start, every 3 steps and after the last step; about 5 minutes here (README "Notebooks")
 DEMO_MINUTES ?= 4.5
 demo: $(STAMP)
 	mkdir -p notebooks/executed
