@@ -51,6 +51,10 @@ OPTIONS = {
 }
 
 
+# Dict-valued keys: a YAML mapping replaces the whole dict, and `key.<entry>=value` sets one entry
+DICT_KEYS = ("reward.weights", "reward.ideal", "reward.schedule", "trl.args", "data.where")
+
+
 class ConfigError(ValueError):
     """A config key or value is wrong; the message says which and how to fix it."""
 
@@ -335,7 +339,7 @@ def set_key(cfg: Config, key: str, value) -> None:
     """Set a dotted key, checking that it exists and that the value has the field's type."""
     parts = key.split(".")
     # reward.weights.<name>=v and reward.schedule.<step>=... address entries of dict fields
-    if len(parts) >= 3 and ".".join(parts[:2]) in ("reward.weights", "reward.ideal", "reward.schedule", "trl.args", "data.where"):
+    if len(parts) >= 3 and ".".join(parts[:2]) in DICT_KEYS:
         container_key, entry = ".".join(parts[:2]), ".".join(parts[2:])
         current = dict(get_key(cfg, container_key))
         current[int(entry) if container_key == "reward.schedule" and entry.isdigit() else entry] = value
@@ -421,7 +425,7 @@ def apply_dict(cfg: Config, data: dict, prefix: str = "", source: str = "") -> N
     """Apply a nested dict (from YAML or a checkpoint) onto cfg."""
     for k, v in data.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and key not in ("reward.weights", "reward.schedule", "trl.args", "data.where"):
+        if isinstance(v, dict) and key not in DICT_KEYS:
             apply_dict(cfg, v, key + ".", source)
             continue
         try:
