@@ -5,6 +5,9 @@
                                                   `accelerate launch --num_processes N -m dapo_nb.cli train backend=trl ...`)
     dapo-nb eval  [config.yaml] [key=value ...]   greedy pass@1 and sampled avg@k on data.test_path; JSON summary last
     dapo-nb smoke [config.yaml] [key=value ...]   load the policy, sample a few rollouts, print them
+    dapo-nb sweep STUDY.yaml out_dir=DIR [key=value ...]
+                                                  a study: training runs (variations x seeds) on Ray, each judged
+                                                  on the same held-out prompts; DIR/results.csv (dapo_nb/sweep.py)
     dapo-nb export verl [config.yaml] out_dir=DIR [key=value ...]
                                                   verl parquet data, reward module and DAPO launch script in DIR
     dapo-nb keys [PATTERN]                        every config key (or those matching PATTERN) with its default,
@@ -18,8 +21,8 @@ shipped inside the package, so every command works from any directory. Any other
 directory.
 
 Errors: a mistake in what you gave (a key, a value, a file, its data, a reward plugin, a model or checkpoint path)
-ends the command with one line on stderr and exit code 2; anything else (a bug) with one line, a hint to rerun with
---debug, and exit code 1.
+or a disk too full for a checkpoint ends the command with one line on stderr and exit code 2; anything else (a bug)
+with one line, a hint to rerun with --debug, and exit code 1.
 
 The seed's command line runs unchanged apart from the program name, e.g.
     dapo-nb train model.pretrained_model_name_or_path=Qwen/Qwen2.5-1.5B-Instruct model.force_float32=true \\
@@ -83,6 +86,22 @@ examples:
   dapo-nb eval model.pretrained_model_name_or_path=checkpoints/dapo/step-50
   dapo-nb eval model.pretrained_model_name_or_path=checkpoints/dapo/step-50 eval.compare_to=default eval.num_samples=0
 {_OPTIONS}""",
+    "sweep": f"""usage: dapo-nb sweep STUDY.yaml out_dir=DIR [key=value ...]
+
+Run a study: every variation of STUDY.yaml (its grid and variants) with every seed, each trained as `dapo-nb train`
+would (or as notebooks/03_training.ipynb with trial: notebook) and judged by `dapo-nb eval` on the same held-out
+prompts; the base model is judged once too. Trials run on Ray: a local cluster of this machine by default,
+RAY_ADDRESS or sweep.address=ADDRESS for a cluster; sweep.cpus_per_trial / sweep.gpus_per_trial decide how many run
+at once. DIR/results.csv (and .parquet) gets one row per trial; DIR/trials/<trial>/ keeps its logs and metrics.
+Running the same command again reruns nothing that finished; Ctrl-C stops the running trials and keeps the rest.
+  STUDY.yaml   base: {{key: value}}, grid: {{key: [values]}}, variants: [{{...}}], seeds: [0, 1, 2], eval:, front:,
+               soups:, sweep:, keep: (dapo_nb/sweep.py documents every key; studies/ has examples)
+  key=value    overrides of the study file's keys, e.g. seeds=[0] sweep.max_concurrent=1 eval.prompts=50
+
+examples:
+  dapo-nb sweep studies/scalarizers.yaml out_dir=studies/scalarizers
+  dapo-nb sweep studies/front.yaml out_dir=/shared/front sweep.address=auto sweep.gpus_per_trial=1
+{_OPTIONS}""",
     "smoke": f"""usage: dapo-nb smoke [config.yaml] [key=value ...]
 
 Load the policy, sample dapo.group_size completions for the first ppo.batch_size prompts of data.train_path and
@@ -126,7 +145,10 @@ USER_ERRORS = (
     ("dapo_nb.rewards.weights", "WeightsError"),
     ("dapo_nb.rewards.verl_export", "VerlExportError"),
     ("dapo_nb.runs", "UnfilledBatchError"),
+    ("dapo_nb.checkpoint", "DiskFullError"),  # a checkpoint or log line that does not fit: the folder, needed, free
+    ("dapo_nb.checkpoint", "CheckpointError"),  # e.g. train.resume from a weights-only checkpoint
     ("dapo_nb.dapo", "DapoInputError"),
+    ("dapo_nb.sweep", "StudyError"),
 )
 # Raised while reading what the user pointed at (a config file, data, a plugin, a model or checkpoint), these mean
 # the input is wrong; raised anywhere else, they are bugs.
@@ -256,8 +278,11 @@ def cmd_train(args: list[str]) -> None:
     main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, only rank 0 prints
     if main_process:
         print(to_yaml(cfg), flush=True)
-    _prompts(cfg, "train")  # a missing or bad file fails now, not after loading the model
+    examples = _prompts(cfg, "train")  # a missing or bad file fails now, not after loading the model
     reward = _reward(cfg)
+    reward.check_columns(examples)  # as does a reward function that needs a column the data lacks
+    if cfg.train.eval_every:
+        reward.check_columns(_prompts(cfg, "test"))
     model, tokenizer = _load(cfg)
     if cfg.backend == "trl":
         import torch
@@ -291,6 +316,7 @@ def cmd_eval(args: list[str]) -> None:
     cfg = _config(args)
     examples = _prompts(cfg, "test")
     reward = _reward(cfg)
+    reward.check_columns(examples)  # a reward function's missing column fails here, before any model loads
     import copy
 
     import torch
@@ -373,6 +399,25 @@ def cmd_smoke(args: list[str]) -> None:
     print(f"{len(rollout)} completions, {tokens} tokens in {seconds:.1f}s ({tokens / seconds:.1f} tokens/s)")
 
 
+def cmd_sweep(args: list[str]) -> None:
+    """`sweep STUDY.yaml out_dir=DIR [key=value ...]`: run or continue a study on Ray; the table is DIR/results.csv."""
+    from .sweep import StudyError, run_sweep
+
+    if not args or "=" in args[0] or not args[0].endswith((".yaml", ".yml")):
+        raise StudyError("usage: dapo-nb sweep STUDY.yaml out_dir=DIR [key=value ...] (the study file comes first)")
+    out_dirs = [a.split("=", 1)[1] for a in args[1:] if a.startswith("out_dir=")]
+    if len(out_dirs) != 1 or not out_dirs[0]:
+        raise StudyError("dapo-nb sweep needs exactly one out_dir=DIR (where the trials and results.csv go)")
+    overrides = [a for a in args[1:] if not a.startswith("out_dir=")]
+    bad = [a for a in overrides if "=" not in a]
+    if bad:
+        raise StudyError(f"arguments after the study file must be key=value; got {bad[0]!r}")
+    table = run_sweep(args[0], out_dirs[0], overrides)
+    failed = table[table["status"] != "done"] if len(table) else table
+    for _, row in failed.iterrows():
+        print(f"failed: {row['trial']}: {row['error']}", file=sys.stderr)
+
+
 def cmd_export(args: list[str]) -> None:
     """`export verl out_dir=DIR ...`: write a verl DAPO run (data, reward module, launch script) for this config."""
     if not args or args[0] != "verl":
@@ -390,7 +435,8 @@ def cmd_export(args: list[str]) -> None:
     print(f"run it on a GPU machine with verl installed: bash {paths['script']}")
 
 
-COMMANDS = {"train": cmd_train, "export": cmd_export, "eval": cmd_eval, "smoke": cmd_smoke, "keys": cmd_keys}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "smoke": cmd_smoke, "export": cmd_export,
+            "keys": cmd_keys}
 
 
 def _debug_from_env() -> bool:

@@ -42,6 +42,7 @@ OPTIONS = {
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),
     "model.autocast": ("none", "bf16"),
     "dapo.on_unfilled": ("train", "skip", "error"),
+    "train.on_disk_full": ("stop", "skip"),
     "dapo.loss_agg": LOSS_AGGS,
     "dapo.std_scale": STD_SCALES,
     "reward.scalarizer": SCALARIZERS,
@@ -159,7 +160,7 @@ class RewardConfig:
     mu: float = 0.1  # smooth_tchebycheff smoothing: -> 0 is tchebycheff, large spreads credit over every objective's gap
     normalization: str = "none"  # none | group_zscore (z-score each objective within a prompt group, then combine)
     plugin: str | None = None  # one reward plugin, shorthand for a one-entry reward.plugins (placed first when both are set)
-    plugins: list[Any] = field(default_factory=list)  # reward plugins scored together with the objectives: file.py | file.py:function | {path, function, name, contract, format}; objectives <name>, <name>.<breakdown key>
+    plugins: list[Any] = field(default_factory=list)  # reward plugins scored together with the objectives: file.py | file.py:function | {path, function, name, contract, format, kwargs} (kwargs: function is a factory called with them); objectives <name>, <name>.<breakdown key>
     on_error: str = "raise"  # what a failing plugin/objective call does: raise | zero | drop
     schedule: dict[int, dict[str, float]] = field(default_factory=dict)  # {step: weights} from that step on (steps count from 1, as in metrics)
     overlong_buffer_len: int = 16  # L_cache of DAPO's soft overlong punishment (objective `overlong`), L_max = max_new_tokens
@@ -175,6 +176,16 @@ class TrainConfig:
     output_dir: str | None = None  # where metrics.jsonl and rollouts.jsonl go; None = runs/<run_name>
     checkpoint_dir: str = "checkpoints"  # checkpoints go to <checkpoint_dir>/<run_name>/step-N
     save_every: int = 25  # checkpoint every N steps (0 = only at the end)
+    save_total_limit: int = 2  # keep the newest N step checkpoints of the run, delete older ones after each save (0 = all);
+    #                            the last one always stays and best/ (keep_best) is apart; TRL's save_total_limit under backend=trl
+    save_optimizer: bool = True  # also save the optimizer state (2/3 of a full fine-tune's checkpoint); false = weights only,
+    #                              for checkpoints that are only evaluated or shared: train.resume refuses them (TRL's save_only_model)
+    keep_previous_runs: int = 1  # a fresh run moves an earlier run's checkpoints of its name to <run_name>.before-<time>: keep the
+    #                              N newest such sets, delete older ones (0 = delete at once); printed with their size every time
+    keep_best: str = "eval/pass@1"  # with eval_every: when this held-out metric (higher is better) beats the run's best, that step's
+    #                                 weights go to <checkpoint_dir>/<run_name>/best (weights only, replaced atomically, never pruned); "" = off
+    on_disk_full: str = "stop"  # a save that does not fit the free disk space: stop (one line, exit 2, the last checkpoint intact) |
+    #                             skip (keep training and try again at the next save; the final save always stops)
     resume: bool = False  # continue from the latest checkpoint of this run
     log_rollouts: int = 4  # completions per step written to rollouts.jsonl
     threads: int = 0  # torch CPU threads; 0 = before each step, the cores other processes left free (cpu_threads.py)
@@ -243,6 +254,12 @@ class Config:
             if not str(name).strip() or not values or any(isinstance(v, (dict, list)) or v is None for v in values):
                 raise ConfigError(f"data.where={self.data.where!r}: each entry is a field name and a value or a non-empty list "
                                   "of values, e.g. data.where={level: [1, 2]}")
+        if self.train.save_total_limit < 0 or self.train.keep_previous_runs < 0:
+            raise ConfigError(f"train.save_total_limit={self.train.save_total_limit} (0 = keep all) and "
+                              f"train.keep_previous_runs={self.train.keep_previous_runs} (0 = keep none) must be >= 0")
+        if self.train.keep_best and not self.train.keep_best.startswith("eval/"):
+            raise ConfigError(f"train.keep_best={self.train.keep_best!r} must name a held-out metric of train.eval_every, "
+                              "e.g. eval/pass@1, eval/format@1 or eval/reward; \"\" = off")
         unknown = [name for name in self.train.report_to if name not in REPORT_TO]
         if unknown or ("none" in self.train.report_to and len(self.train.report_to) > 1):
             raise ConfigError(f"train.report_to={self.train.report_to}: "
@@ -351,7 +368,7 @@ def set_key(cfg: Config, key: str, value) -> None:
             raise ConfigError(_unknown_key_message(key))
         if i == len(parts) - 1:
             hint = typing.get_type_hints(type(node))[part]
-            setattr(node, part, _coerce(key, value, hint))
+            setattr(node, part, coerce_value(key, value, hint))
             return
         node = getattr(node, part)
         if not dataclasses.is_dataclass(node):
@@ -364,7 +381,7 @@ def _unknown_key_message(key: str) -> str:
     return f"unknown config key {key!r}{hint}"
 
 
-def _coerce(key: str, value, hint):
+def coerce_value(key: str, value, hint):
     """Return value converted to the annotated type, or raise ConfigError naming key and type."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
@@ -373,7 +390,7 @@ def _coerce(key: str, value, hint):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(key, value, inner[0])
+        return coerce_value(key, value, inner[0])
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -397,10 +414,10 @@ def _coerce(key: str, value, hint):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if isinstance(value, list):
-            return [_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
+            return [coerce_value(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
     elif origin is dict:
         if isinstance(value, dict):
-            return {_coerce(f"{key} key", k, args[0]): _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
+            return {coerce_value(f"{key} key", k, args[0]): coerce_value(f"{key}.{k}", v, args[1]) for k, v in value.items()}
     name = getattr(hint, "__name__", str(hint))
     raise ConfigError(f"{key}={value!r} has the wrong type: expected {name}, got {type(value).__name__}")
 

@@ -45,8 +45,10 @@ Fields (defaults: the seed's schema `{"qid", "prompt", "ground_truth"}`):
   `id_key` must be in every record.
 - `data_source`: a string naming the record's source; default the file stem or dataset name.
 - every other field goes to `PromptExample.extra` (e.g. MATH's `level` and `type`), which reaches
-  reward objectives and plugins as `info`; with `gsm8k` / `boxed` the full answer field is kept
-  there too (e.g. `extra["solution"]`), since `ground_truth` holds only the extracted answer.
+  reward objectives and plugins as `info` and TRL reward functions as columns; so do the prompt and
+  answer fields when they have other names (MATH's `problem` and `solution`, GSM8K's `question` and
+  `answer`: a function written for the dataset finds them by name), the answer field whole, as the
+  record has it, while `ground_truth` holds the answer `answer_format` extracted.
 
 Every record is validated; a bad one raises `DataValidationError` naming `file:line` (or the row)
 and the field, with a hint how to fix it. A missing field names the config key to set, the fields
@@ -343,9 +345,9 @@ def _example(record: Any, where: str, default_source: str, row: int, schema: Sch
     if source is not None and not isinstance(source, str):
         raise DataValidationError(f"{where}: field 'data_source' must be a string, got {_type_name(source)}")
     source = source or default_source
-    consumed = {schema.id_key or "qid", schema.prompt_key, "data_source"}
-    if schema.answer_format == "plain":
-        consumed.add(schema.answer_key)
+    # the record's columns stay, under their own names, for reward plugins (TRL passes every column): all but the
+    # id and those that become `prompt`, `ground_truth` and `data_source` under these very names
+    consumed = {schema.id_key or "qid", "prompt", "ground_truth", "data_source"}
     return PromptExample(
         qid=_check_qid(record, where, source, row, schema.id_key),
         prompt=_check_prompt(record, where, schema.prompt_key),

@@ -5,8 +5,12 @@
 pass@1 is the fraction of prompts whose greedy completion is correct (`rewards.answer.is_correct`:
 the final answer equals the ground truth); avg@k is the mean correctness over k sampled completions
 per prompt, as in the DAPO paper's avg@32. `format@1` is the fraction of greedy completions with a
-parseable final-answer line. Every objective of the given reward is averaged too, so a run's
-shaped objectives can be compared before and after training.
+parseable final-answer line. Every objective of the given reward (its plugins and their breakdown keys
+included) is averaged too, under the names training logs: `rewards/<name>/mean` and `reward` (the scalar
+under the current weights) for the greedy completions, `sampled/rewards/<name>/mean` and `sampled/reward`
+for the sampled ones, so a held-out table and a run's metrics line up. The completions are scored with
+`scored.score_rollout`, the call training makes (prompts, every column of the record, completion ids, the
+`step` given, split "test"), with TRL's nanmean for a plugin's None and `reward.on_error` as in training.
 
 With `stats=True` the summary also holds 95% intervals and the per-problem greedy correctness (see `dapo_nb.stats`):
 `pass@1_ci95` and `format@1_ci95` (Wilson score intervals over the prompts), `avg@k_ci95` and `format_avg@k_ci95`
@@ -17,14 +21,13 @@ With `stats=True` the summary also holds 95% intervals and the per-problem greed
 
 from __future__ import annotations
 
-import math
-
 import torch
 from tqdm.auto import tqdm
 
 from .data import PromptExample, render_prompts
 from .generate import generate_rollouts
-from .rewards import MultiObjectiveReward, has_final_answer, is_correct
+from .rewards import MultiObjectiveReward, RewardBatch, has_final_answer, is_correct
+from .scored import score_rollout
 from .stats import bootstrap_mean_interval, wilson_interval
 
 
@@ -43,17 +46,19 @@ def evaluate(
     batch_prompts: int = 16,
     seed: int = 0,
     stats: bool = False,
+    step: int = 0,
 ) -> dict:
     """Greedy pass@1 / format@1 and (num_samples > 0) sampled avg@k, plus per-objective means, over `examples`;
-    stats=True adds 95% intervals and `per_problem` (qid -> greedy correctness)."""
+    stats=True adds 95% intervals and `per_problem` (qid -> greedy correctness). `step` is what reward plugins see as
+    the step (trainer_state.global_step): the training step of the policy evaluated, 0 for a model as loaded."""
     if not examples:
         raise ValueError("evaluate() needs at least one prompt")
     prompts = render_prompts(tokenizer, examples, system_prompt)
     generator = torch.Generator(device=model.device).manual_seed(seed)
     summary: dict = {"num_prompts": len(examples)}
-    modes = [("greedy", 1, False)] + ([(f"sampled", num_samples, True)] if num_samples > 0 else [])
+    modes = [("greedy", 1, False)] + ([("sampled", num_samples, True)] if num_samples > 0 else [])
     for mode, k, do_sample in modes:
-        correct, formatted, objective_sums, count = 0.0, 0.0, {}, 0
+        correct, formatted, count, scored_batches = 0.0, 0.0, 0, []
         right_per_prompt, formatted_per_prompt = [0] * len(examples), [0] * len(examples)
         bar = tqdm(total=len(examples), desc=f"eval {mode}" + (f" x{k}" if do_sample else ""), unit="prompt",
                    leave=False, dynamic_ncols=True)
@@ -73,10 +78,7 @@ def evaluate(
                 formatted_per_prompt[start + g] += mark
             count += len(rollout)
             if reward is not None:
-                scored = reward.score(rollout.completion_texts, truths, group_ids=rollout.group_ids.tolist(),
-                                      num_tokens=rollout.lengths.tolist(), split="test", step=0)
-                for name, values in scored.objectives.items():
-                    objective_sums[name] = objective_sums.get(name, 0.0) + math.fsum(values)
+                scored_batches.append(score_rollout(reward, rollout, chunk, step=step, split="test"))
             bar.update(len(chunk))
         bar.close()
         if mode == "greedy":
@@ -94,5 +96,10 @@ def evaluate(
                 summary[f"avg@{k}_ci95"] = list(bootstrap_mean_interval([r / k for r in right_per_prompt], seed=seed))
                 summary[f"format_avg@{k}_ci95"] = list(
                     bootstrap_mean_interval([f / k for f in formatted_per_prompt], seed=seed))
-        summary.update({f"{mode}/{name}/mean": total / count for name, total in objective_sums.items()})
+        if scored_batches:  # the names training logs: reward, rewards/<name>/mean (sampled/... for the samples)
+            prefix = "" if mode == "greedy" else "sampled/"
+            metrics = RewardBatch.concat(scored_batches).metrics()
+            summary[f"{prefix}reward"] = metrics["reward"]
+            summary.update({f"{prefix}{key}": value for key, value in metrics.items()
+                            if key.startswith("rewards/") and key.endswith("/mean")})
     return summary

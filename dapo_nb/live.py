@@ -36,6 +36,7 @@ from typing import Mapping, Sequence
 import ipywidgets as widgets
 import pandas as pd
 
+from .data import PromptExample
 from .plots import figure_png, metrics_frame, plot_dashboard, run_figures, save_figures
 from .rewards import SCALARIZERS, MultiObjectiveReward, WeightsError
 from .runs import archive_run_logs
@@ -312,13 +313,21 @@ class ControlPanel:
 class RewardExplorer:
     """Weight sliders and a scalarizer choice that re-rank a fixed table of completions as they move."""
 
-    def __init__(self, reward: MultiObjectiveReward, completions: Sequence[str], ground_truths: Sequence[str], *,
-                 labels: Sequence[str] | None = None, num_tokens: Sequence[int] | None = None,
-                 max_weight: float = MAX_WEIGHT, text_width: int = 70):
+    def __init__(self, reward: MultiObjectiveReward, completions: Sequence[str], examples: Sequence[PromptExample | str],
+                 *, labels: Sequence[str] | None = None, num_tokens: Sequence[int] | None = None,
+                 completion_ids: Sequence[Sequence[int]] | None = None, max_weight: float = MAX_WEIGHT,
+                 text_width: int = 70):
+        """`examples`: the example (`PromptExample`) each completion answers, or just its ground-truth text; scored
+        with `reward.score_examples`, the call training makes, as split "test" (reads the weights, records nothing)."""
         if labels is not None and len(labels) != len(completions):
             raise ValueError(f"labels has {len(labels)} entries but there are {len(completions)} completions")
+        if len(examples) != len(completions):
+            raise ValueError(f"examples has {len(examples)} entries but there are {len(completions)} completions")
         self.reward = reward
-        self.completions, self.ground_truths = list(completions), list(ground_truths)
+        self.completions = list(completions)
+        self.examples = [ex if isinstance(ex, PromptExample) else PromptExample(f"#{i}", "", str(ex))
+                         for i, ex in enumerate(examples)]
+        self.completion_ids = list(completion_ids) if completion_ids is not None else None
         self.labels = list(labels) if labels is not None else [f"#{i}" for i in range(len(completions))]
         self.num_tokens = list(num_tokens) if num_tokens is not None else None
         self.text_width = text_width
@@ -340,7 +349,8 @@ class RewardExplorer:
 
     def rank(self) -> pd.DataFrame:
         """Score every completion under the current weights and scalarizer; best first."""
-        batch = self.reward.score(self.completions, self.ground_truths, num_tokens=self.num_tokens)
+        batch = self.reward.score_examples(self.completions, self.examples, split="test", num_tokens=self.num_tokens,
+                                           completion_ids=self.completion_ids)
         table = pd.DataFrame({"label": self.labels, "score": batch.scores, **batch.objectives,
                               "text": [t if len(t) <= self.text_width else t[: self.text_width - 1] + "…"
                                        for t in (c.replace("\n", " ⏎ ") for c in self.completions)]})

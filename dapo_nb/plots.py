@@ -10,10 +10,9 @@ Agg backend, in a notebook, and from the live panel's training thread. Notebooks
 The reward panel (dashboard, rewards figure) also draws the held-out greedy pass@1 / format@1 of `train.eval_every`
 at the steps that logged `eval/pass@1` (other rows are NaN there and skipped), with its 95% band when logged.
 
-Pareto helpers treat every objective as maximized (the rewards' convention): `pareto_mask` marks the
-non-dominated points and `hypervolume` measures the region they dominate above a reference point (exact, by
-slicing one objective at a time; fine for the handful of runs of a weight sweep, exponential in the number of
-objectives). `plot_scalarizer_tradeoff` draws, with `rewards.scalarize` itself, why a weighted sum only reaches
+`plot_pareto` draws runs in the plane of two objectives with their front (`stats.pareto_mask`, `stats.hypervolume`:
+every objective maximized); `plot_study_front` draws a study's variations with their seed intervals, the front, the
+points dominated with confidence and the rewarded-soup front beside it. `plot_scalarizer_tradeoff` draws, with `rewards.scalarize` itself, why a weighted sum only reaches
 the convex part of a front while Tchebycheff reaches all of it.
 """
 
@@ -31,6 +30,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .rewards.scalarize import scalarize
 from .runs import read_metrics
+from .stats import _as_points, hypervolume, pareto_mask
 
 # ----------------------------------------------------------------------------
 # Metrics as a table
@@ -259,48 +259,7 @@ def run_figures(df: pd.DataFrame, title: str = "") -> dict[str, Figure]:
 
 
 # ----------------------------------------------------------------------------
-# Pareto fronts
-
-
-def _as_points(points) -> np.ndarray:
-    array = np.asarray(points, dtype=float)
-    if array.ndim != 2 or array.shape[0] == 0:
-        raise ValueError(f"points must be a non-empty (n, m) array of objective values, got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError("points contain NaN or inf; drop those runs first")
-    return array
-
-
-def pareto_mask(points) -> np.ndarray:
-    """(n,) True where no other point is >= in every objective and > in one (all objectives maximized)."""
-    p = _as_points(points)  # (n, m)
-    ge = (p[:, None, :] >= p[None, :, :]).all(-1)  # (n, n): row j >= row i everywhere, as [j, i]
-    gt = (p[:, None, :] > p[None, :, :]).any(-1)
-    dominated = (ge & gt).any(0)
-    return ~dominated
-
-
-def hypervolume(points, reference) -> float:
-    """Volume dominated by `points` and bounded below by `reference` (maximization); points not above it add 0."""
-    p = _as_points(points)
-    ref = np.asarray(reference, dtype=float)
-    if ref.shape != (p.shape[1],):
-        raise ValueError(f"reference has {ref.size} values but points have {p.shape[1]} objectives")
-    p = p[(p > ref).all(1)]
-    return float(_hv(p, ref)) if len(p) else 0.0
-
-
-def _hv(p: np.ndarray, ref: np.ndarray) -> float:
-    """Slice along the last objective: each slab's height times the (m-1)-d volume of the points above it."""
-    if p.shape[1] == 1:
-        return float(p[:, 0].max() - ref[0])
-    levels = np.unique(p[:, -1])[::-1]  # descending
-    volume = 0.0
-    for i, level in enumerate(levels):
-        below = levels[i + 1] if i + 1 < len(levels) else ref[-1]
-        above = p[p[:, -1] >= level][:, :-1]
-        volume += (level - below) * _hv(above, ref[:-1])
-    return volume
+# Pareto fronts (pareto_mask and hypervolume live in stats.py)
 
 
 def plot_pareto(points, names: Sequence[str], labels: Sequence[str] | None = None, reference=None) -> Figure:
@@ -328,6 +287,45 @@ def plot_pareto(points, names: Sequence[str], labels: Sequence[str] | None = Non
         title += f": hypervolume {hypervolume(p, ref):.4g}"
     ax.set(xlabel=names[0], ylabel=names[1], title=title)
     ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+def plot_study_front(summary: pd.DataFrame, front: Mapping, x: str, y: str, soups: pd.DataFrame | None = None,
+                     by: str = "variation", names: Sequence[str] | None = None) -> Figure:
+    """A study in the plane of two held-out objectives: each variation's mean over seeds with its 95% intervals
+    (`stats.summarize_study` columns `<m>`, `<m>_ci95_low|high`), the Pareto front of the means and its hypervolume
+    with the seed-bootstrap interval (`stats.front_statistics`), the variations dominated with confidence drawn
+    hollow, and, with `soups` (a summary by `lambda`), the rewarded-soup front beside it."""
+    fig, (ax,) = _figure(1, width=6.4, height=4.8, steps=False)
+    points = front["points"].set_index(by)
+    rows = summary.set_index(by).loc[points.index]
+
+    def bars(frame, column):
+        low, high = frame[f"{column}_ci95_low"], frame[f"{column}_ci95_high"]
+        return np.nan_to_num(np.vstack([frame[column] - low, high - frame[column]]), nan=0.0)
+
+    sure = points["dominated_with_confidence"].to_numpy(bool)
+    for mask, style in ((~sure, dict(fmt="o", color="tab:blue", label="variation (mean, 95% CI over seeds)")),
+                        (sure, dict(fmt="o", color="gray", mfc="white", label="dominated with confidence"))):
+        if mask.any():
+            ax.errorbar(rows[x][mask], rows[y][mask], xerr=bars(rows[mask], x), yerr=bars(rows[mask], y), capsize=3,
+                        lw=1, **style)
+    on = points[points["on_front"]].sort_values(x)
+    ax.plot(on[x], on[y], "-", color="tab:red", lw=1.5, label="Pareto front of the means")
+    for label, row in points.iterrows():
+        ax.annotate(str(label)[:32], (row[x], row[y]), textcoords="offset points", xytext=(5, 4), fontsize="x-small")
+    if soups is not None and len(soups):
+        order = soups.sort_values("lambda")
+        ax.errorbar(order[x], order[y], xerr=bars(order, x), yerr=bars(order, y), fmt="s--", color="tab:green",
+                    capsize=3, lw=1, label="rewarded soups (by lambda)")
+        for _, row in order.iterrows():
+            ax.annotate(f"λ={row['lambda']:g}", (row[x], row[y]), textcoords="offset points", xytext=(5, -10),
+                        fontsize="x-small", color="tab:green")
+    low, high = front["hypervolume_ci95"]
+    axis_names = names or (x, y)
+    ax.set(xlabel=axis_names[0], ylabel=axis_names[1],
+           title=f"hypervolume {front['hypervolume']:.4f} [{low:.4f}, {high:.4f}] (95% bootstrap over seeds)")
+    ax.legend(loc="best", fontsize="x-small")
     return fig
 
 

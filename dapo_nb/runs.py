@@ -6,24 +6,30 @@ these rules lives here once:
     runs/<run_name>/metrics.jsonl, rollouts.jsonl      (train.output_dir)
     checkpoints/<run_name>/step-N  (ours)  or  checkpoint-N  (TRL)      (train.checkpoint_dir)
 
-A fresh run renames an earlier run's logs (`metrics.before-<time>.jsonl`) instead of appending to them; a resumed
-run drops log lines written after the checkpoint it resumes from. SIGTERM or a first Ctrl-C asks the running
-step to finish and save; a second Ctrl-C abandons it.
+A fresh run renames an earlier run's logs (`metrics.before-<time>.jsonl`) instead of appending to them, and moves
+its checkpoints to `<run_name>.before-<time>`, keeping the `train.keep_previous_runs` newest such sets (both printed
+with their size); a resumed run drops log lines written after the checkpoint it resumes from. An append that finds
+the disk full stops the run with a one-line DiskFullError. SIGTERM or a first Ctrl-C asks the running step to finish
+and save; a second Ctrl-C abandons it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import fsync_path, latest_checkpoint, latest_trl_checkpoint, load_trainer_state
+from .checkpoint import (DiskFullError, folder_bytes, format_bytes, free_bytes, fsync_path, is_disk_full,
+                         latest_checkpoint, latest_trl_checkpoint, load_trainer_state)
 from .config import Config, from_dict, load_config
 
 
@@ -51,8 +57,23 @@ class RolloutRecord:
 def append_rollouts(output_dir: Path, records: list[RolloutRecord]) -> None:
     """Append records to `<output_dir>/rollouts.jsonl`, one JSON object a line."""
     if records:
-        with open(Path(output_dir) / "rollouts.jsonl", "a") as f:
+        path = Path(output_dir) / "rollouts.jsonl"
+        with disk_full_stops_the_run(path), open(path, "a") as f:
             f.write("".join(json.dumps(asdict(r)) + "\n" for r in records))
+
+
+@contextmanager
+def disk_full_stops_the_run(path: Path):
+    """An append to a run log that fails because the disk is full ends the run with one DiskFullError line naming
+    the file (a partly written line is a torn last line, which train.resume drops); other errors pass unchanged."""
+    try:
+        yield
+    except Exception as err:
+        if isinstance(err, DiskFullError) or not is_disk_full(err, path.parent):
+            raise
+        raise DiskFullError(f"no space left on the disk of {path} to append to it ({format_bytes(free_bytes(path))} "
+                            "free); the run stopped", "Free space there or point train.output_dir elsewhere, then "
+                            "continue with train.resume=true (from the last checkpoint)") from err
 
 
 def checkpoint_root(cfg: Config) -> Path:
@@ -76,34 +97,89 @@ def install_stop_handlers(stop_event: threading.Event, running: Callable[[], str
     return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
 
+def unused_path(path: Path, ending: str = "") -> Path:
+    """`path`, or the same name with -2, -3, ... inserted before `ending` (".jsonl") when it exists: two fresh runs
+    within a second must not have the second's archive replace the first's."""
+    base = path.name[: len(path.name) - len(ending)]
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate = path.with_name(f"{base}-{n}{ending}")
+        n += 1
+    return candidate
+
+
 def archive_run_logs(output_dir: Path) -> list[Path]:
-    """A fresh run starts new metrics/rollouts files; an earlier run's are renamed (kept), not appended to."""
+    """A fresh run starts new metrics/rollouts files; an earlier run's are renamed (kept), not appended to. Printed
+    with their size and that of every earlier run's logs kept there (they are small: nothing is deleted)."""
     moved = []
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for name in ("metrics.jsonl", "rollouts.jsonl"):
         path = Path(output_dir) / name
         if path.is_file():
-            moved.append(path.rename(path.with_name(f"{path.stem}.before-{stamp}.jsonl")))
+            moved.append(path.rename(unused_path(path.with_name(f"{path.stem}.before-{stamp}.jsonl"), ".jsonl")))
     if moved:
-        print(f"{output_dir}: an earlier run's logs were kept as {', '.join(p.name for p in moved)}")
+        kept = list(Path(output_dir).glob("*.before-*.jsonl"))
+        print(f"{output_dir}: an earlier run's logs were kept as {', '.join(p.name for p in moved)} "
+              f"({format_bytes(sum(folder_bytes(p) for p in moved))}; all earlier runs' logs there: {len(kept)} "
+              f"files, {format_bytes(sum(folder_bytes(p) for p in kept))})")
     return moved
 
 
-def archive_checkpoints(root: Path) -> Path | None:
-    """A fresh run must not inherit an earlier run's checkpoints (resume and `latest` would pick them up): a root that
-    holds any is renamed to `<root>.before-<time>` (kept), and the new run starts with an empty one."""
+def earlier_checkpoint_sets(root: Path) -> list[Path]:
+    """The `<root>.before-<time>` folders beside root (earlier runs' checkpoints of the same name), oldest first."""
     root = Path(root)
-    if not root.is_dir() or not any(root.glob("step-*")) and not any(root.glob("checkpoint-*")):
+    if not root.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(root.name) + r"\.before-(\d{8}-\d{6})(?:-(\d+))?")
+    found = []
+    for path in root.parent.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match and path.is_dir():
+            found.append((match.group(1), int(match.group(2) or 1), path))
+    return [path for *_, path in sorted(found)]
+
+
+def archive_checkpoints(root: Path, keep_previous: int = 1) -> Path | None:
+    """A fresh run must not inherit an earlier run's checkpoints (resume and `latest` would pick them up): a root that
+    holds any is renamed to `<root>.before-<time>`, and the new run starts with an empty one. Of such earlier sets,
+    the `keep_previous` newest are kept (`train.keep_previous_runs`; 0 = none, the one just moved aside included) and
+    older ones deleted. Printed every time any exist, with the space they take; returns where the earlier run's
+    checkpoints are kept, or None (none, or deleted)."""
+    root = Path(root)
+    holds = root.is_dir() and any(any(root.glob(p)) for p in ("step-*", "checkpoint-*", "best"))
+    aside = unused_path(root.with_name(f"{root.name}.before-{time.strftime('%Y%m%d-%H%M%S')}"))
+    moved = root.rename(aside) if holds else None
+    earlier = earlier_checkpoint_sets(root)
+    if not earlier:
         return None
-    moved = root.rename(root.with_name(f"{root.name}.before-{time.strftime('%Y%m%d-%H%M%S')}"))
-    print(f"{root}: an earlier run's checkpoints were kept in {moved}")
-    return moved
+    sizes = {path: folder_bytes(path) for path in earlier}
+    doomed = earlier[: max(len(earlier) - keep_previous, 0)]
+    for path in doomed:
+        shutil.rmtree(path)
+    print(f"{root}: {describe_earlier_sets(moved, earlier, doomed, sizes)} (train.keep_previous_runs={keep_previous}; "
+          "train.resume=true continues a run instead, another train.run_name keeps both)")
+    return None if moved in doomed else moved
+
+
+def describe_earlier_sets(moved: Path | None, earlier: list[Path], doomed: list[Path], sizes: dict[Path, int]) -> str:
+    """What `archive_checkpoints` did, for its printed line: the set it moved aside, those it deleted, those kept."""
+    kept = [path for path in earlier if path not in doomed]
+    news = []
+    if moved is not None:
+        news.append(f"an earlier run's checkpoints ({format_bytes(sizes[moved])}) were "
+                    + ("deleted" if moved in doomed else f"moved to {moved.name}"))
+    if [path for path in doomed if path != moved]:
+        news.append("deleted " + ", ".join(f"{p.name} ({format_bytes(sizes[p])})" for p in doomed if p != moved))
+    news.append(f"earlier runs' checkpoints kept: {len(kept)} ({format_bytes(sum(sizes[p] for p in kept))})"
+                + (f" in {', '.join(p.name for p in kept)}" if kept else ""))
+    return "; ".join(news)
 
 
 def append_metrics(output_dir: Path, metrics: dict) -> None:
     """Append one step's metrics to `<output_dir>/metrics.jsonl` as one line in one write: a crash leaves the line
     whole, absent, or torn as the file's last line (which `truncate_run_logs` drops on resume)."""
-    with open(Path(output_dir) / "metrics.jsonl", "a") as f:
+    path = Path(output_dir) / "metrics.jsonl"
+    with disk_full_stops_the_run(path), open(path, "a") as f:
         f.write(json.dumps(metrics) + "\n")
 
 

@@ -1,5 +1,6 @@
 """Rollouts with their rewards: the trainer's one host/device boundary, as a typed value.
 
+    reward_batch = score_rollout(reward, rollout, prompt_examples, step=3)   # the one scoring call, from a Rollout
     scored = ScoredRollout.of(rollout, reward_batch, examples)   # rollout on the model's device, rewards on the host
     kept = scored.select(rows)                                   # rows: host indices, copied to the device once
     advantages = dapo.group_advantages(kept.scores, kept.group_ids)   # host math on host tensors
@@ -24,7 +25,17 @@ import torch
 
 from .data import PromptExample
 from .generate import Rollout
-from .rewards import RewardBatch
+from .rewards import MultiObjectiveReward, RewardBatch
+
+
+def score_rollout(reward: MultiObjectiveReward, rollout: Rollout, prompt_examples: list[PromptExample], *,
+                  step: int | None, split: str = "train") -> RewardBatch:
+    """Score a rollout whose group g answers `prompt_examples[g]`: every completion with its example, group, token
+    count and token ids (through `MultiObjectiveReward.score_examples`, the call every scorer makes)."""
+    group_ids, lengths = rollout.group_ids.tolist(), rollout.lengths.tolist()
+    return reward.score_examples(
+        rollout.completion_texts, [prompt_examples[g] for g in group_ids], step=step, split=split, group_ids=group_ids,
+        num_tokens=lengths, completion_ids=[ids[:n] for ids, n in zip(rollout.completion_ids.tolist(), lengths)])
 
 
 @dataclass

@@ -6,7 +6,8 @@
 
 `train.report_to` is `none` by default. backend=dapo_nb logs through `Trackers` (Trainer opens them at start, logs
 every metrics.jsonl line, closes them when train() returns); backend=trl passes the same names to TRL's
-`report_to` (`trl_report_kwargs`, `prepare_trl_trackers`).
+`report_to` (`trl_report_kwargs`, `prepare_trl_trackers`) and adjusts TRL's callbacks so that fresh and resumed
+runs behave as below (`adapt_trl_callbacks`).
 
 What goes where, step = the `step` of metrics.jsonl:
   numbers (every other key of the line)  -> TensorBoard scalars, W&B / Trackio metrics, at that step
@@ -16,7 +17,8 @@ What goes where, step = the `step` of metrics.jsonl:
 A fresh run (starting at step 0) puts an earlier run's TensorBoard folder aside (`tensorboard.before-<time>`, as
 runs.py does with metrics.jsonl) and starts new W&B / Trackio runs. A resumed run continues them: TensorBoard writes
 to the same folder with `purge_step` = the resumed step + 1, so points of later steps that a crash left behind are
-dropped; W&B resumes the run id kept in `runs/<run>/trackers.json`; Trackio resumes the newest run of the same name.
+dropped; W&B resumes the run id kept in `runs/<run>/trackers.json`; Trackio resumes the newest run of the same name
+(a fresh run has started a new one of that name). backend=trl does the same at TRL's optimizer steps.
 W&B files go to runs/<run>/wandb unless WANDB_DIR says otherwise; Trackio keeps its database in $TRACKIO_DIR
 (default ~/.cache/huggingface/trackio). The libraries are optional: a missing one fails before the model loads,
 naming the pip command and the config key.
@@ -255,21 +257,53 @@ def trl_report_kwargs(cfg: Config) -> dict:
     return {"report_to": enabled(cfg) or "none", "run_name": cfg.train.run_name, "project": cfg.train.tracker_project}
 
 
-def prepare_trl_trackers(cfg: Config) -> None:
+def prepare_trl_trackers(cfg: Config, resume_step: int) -> None:
     """Main process, before the GRPOTrainer is built: where TRL's TensorBoard and W&B callbacks write.
 
-    TensorBoard -> runs/<run>/tensorboard (TENSORBOARD_LOGGING_DIR; an earlier run's folder is put aside unless
-    train.resume). W&B -> project train.tracker_project, files under runs/<run> (unless WANDB_PROJECT / WANDB_DIR are
-    set), and the run id of trackers.json with WANDB_RESUME=allow, so a resumed run continues the same W&B run.
-    TRL's Trackio callback resumes the newest run named train.run_name itself (fresh runs too). TRL's TensorBoard
-    writer has no purge_step: after a resume, points a crash left past the checkpoint stay in the folder."""
+    `resume_step`: TRL's global step of the checkpoint the run continues (0: a fresh run). TensorBoard ->
+    runs/<run>/tensorboard (TENSORBOARD_LOGGING_DIR; a fresh run puts an earlier run's folder aside). W&B -> project
+    train.tracker_project, files under runs/<run> (unless WANDB_PROJECT / WANDB_DIR are set), and the run id of
+    trackers.json (a new one when fresh) with WANDB_RESUME=allow, so a resumed run continues the same W&B run."""
     names = enabled(cfg)
     if "tensorboard" in names:
-        if not cfg.train.resume:
+        if not resume_step:
             _archive(tensorboard_dir(cfg))
         _set_env("TENSORBOARD_LOGGING_DIR", str(tensorboard_dir(cfg)))
     if "wandb" in names:
         _set_env("WANDB_PROJECT", cfg.train.tracker_project)
         _set_env("WANDB_DIR", str(cfg.output_dir))
-        _set_env("WANDB_RUN_ID", wandb_run_id(cfg, fresh=not cfg.train.resume))
+        _set_env("WANDB_RUN_ID", wandb_run_id(cfg, fresh=not resume_step))
         _set_env("WANDB_RESUME", "allow")
+
+
+def adapt_trl_callbacks(trainer, cfg: Config, resume_step: int) -> None:
+    """Make the tracker callbacks TRL made from report_to continue or start runs as backend=dapo_nb's trackers do.
+
+    TensorBoard, resumed (main process): transformers' writer has no purge_step, so points a crash logged past the
+    checkpoint would stay; the callback is given a writer with purge_step = resume_step + 1 (TRL logs at optimizer
+    steps). Trackio, fresh: transformers always calls trackio.init(resume="allow"), continuing the newest run of the
+    name, fresh runs included; there init starts a new run. A resumed run keeps "allow": the newest run of the name is
+    the one its fresh start created."""
+    from transformers.integrations import TensorBoardCallback, TrackioCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if type(callback) is TensorBoardCallback and resume_step and trainer.is_world_process_zero():
+            from torch.utils.tensorboard import SummaryWriter
+
+            callback.tb_writer = SummaryWriter(callback.logging_dir or str(tensorboard_dir(cfg)),
+                                               purge_step=resume_step + 1)
+        elif type(callback) is TrackioCallback and not resume_step:
+            callback._trackio = _NewTrackioRun(callback._trackio)  # transformers' handle on the trackio module
+
+
+class _NewTrackioRun:
+    """The trackio module as transformers' TrackioCallback uses it, except that init() starts a new run."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def init(self, **kwargs):
+        return self._module.init(**{**kwargs, "resume": "never"})
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)

@@ -34,7 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import dapo
-from .checkpoint import latest_checkpoint, load_trainer_state, remove_temp_dirs, save_checkpoint
+from .checkpoint import (BEST_DIR, DiskFullError, latest_checkpoint, load_trainer_state, prune_checkpoints, read_best,
+                         remove_temp_dirs, require_optimizer_state, save_best, save_checkpoint)
 from .config import Config, ConfigError, to_dict
 from .cpu_threads import AdaptiveThreads
 from .data import evenly_spread, load_prompts_from_config, question_text, render_prompts
@@ -44,8 +45,65 @@ from .models import apply_lora, policy_from_config
 from .rewards import MultiObjectiveReward, RewardBatch, reward_from_config
 from .runs import (RolloutRecord, UnfilledBatchError, append_rollouts, archive_checkpoints, archive_run_logs, checkpoint_root, install_stop_handlers,
                    append_metrics, sync_run_logs, truncate_run_logs)
-from .scored import ScoredRollout
+from .scored import ScoredRollout, score_rollout
 from .trackers import Trackers
+
+
+def held_out_examples(cfg: Config) -> list | None:
+    """The held-out prompts `train.eval_every` evaluates, for both backends: `train.eval_prompts` (0 =
+    `eval.max_prompts`, 0 there = all) spread evenly over data.test_path; None when train.eval_every=0. Called at
+    start, so a wrong data.test_path fails before training, not at step N."""
+    every, cap = cfg.train.eval_every, cfg.train.eval_prompts or cfg.eval.max_prompts
+    if every < 0 or cfg.train.eval_prompts < 0:
+        raise ConfigError(f"train.eval_every={every} and train.eval_prompts={cfg.train.eval_prompts} must be >= 0")
+    if not every:
+        return None
+    return evenly_spread(load_prompts_from_config(cfg.data, "test"), cap)
+
+
+def held_out_metrics(model, tokenizer, examples, reward: MultiObjectiveReward, cfg: Config, *, step: int) -> dict:
+    """Greedy pass@1 / format@1 of `model` on the held-out prompts, as the `eval/*` metrics both backends log, plus
+    `time/eval`.
+
+    evaluate() runs under no_grad and generation restores the model's train/eval mode; it draws from its own
+    generator (seeded by train.seed), never the rollout generator or torch's global one, and scores with
+    split="test", which only reads the live weights."""
+    t0 = time.perf_counter()
+    summary = evaluate(model, tokenizer, examples, reward, system_prompt=cfg.data.system_prompt,
+                       max_new_tokens=cfg.sampling.max_new_tokens, context_max_len=cfg.sampling.context_max_len,
+                       num_samples=0, seed=cfg.train.seed, stats=True, step=step)
+    out = {"eval/pass@1": summary["pass@1"], "eval/format@1": summary["format@1"], "eval/num_prompts": summary["num_prompts"]}
+    # every objective of the reward on the held-out prompts, named as in training: eval/rewards/<name>/mean
+    out.update({f"eval/{key}": value for key, value in summary.items() if key == "reward" or key.startswith("rewards/")})
+    interval = summary.get("pass@1_ci95")  # [lo, hi] when evaluate's summary has intervals
+    if isinstance(interval, (list, tuple)) and len(interval) == 2:
+        out["eval/pass@1_ci95_low"], out["eval/pass@1_ci95_high"] = float(interval[0]), float(interval[1])
+    out["time/eval"] = time.perf_counter() - t0
+    return out
+
+
+def improves_best(key: str, metrics: dict, best: dict | None) -> bool:
+    """train.keep_best, for both backends: whether this metrics line holds a held-out evaluation of a trained step
+    (step >= 1: the base model of eval_at_start's step 0 is no checkpoint of the run) whose `key` beats `best`
+    (`checkpoint.read_best`'s record; None = no best yet). Higher is better, ties keep the earlier step. ConfigError
+    when the line has held-out metrics but not `key`."""
+    held_out = sorted(k for k in metrics if k.startswith("eval/"))
+    if not key or not held_out:
+        return False
+    if key not in metrics:
+        raise ConfigError(f"train.keep_best={key} is not a held-out metric of this run; choose one of "
+                          f"{', '.join(held_out)}, or train.keep_best='' for none")
+    value = metrics[key]
+    if metrics.get("step", 0) < 1 or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return best is None or value > best["value"]
+
+
+def best_record(cfg: Config, metrics: dict) -> dict:
+    """The best.json of a best checkpoint: which metric, its value, the step, and the run's config."""
+    key = cfg.train.keep_best
+    return {"metric": key, "value": metrics[key], "step": metrics["step"], "run_name": cfg.train.run_name,
+            "backend": cfg.backend, "config": to_dict(cfg)}
 
 
 class Trainer:
@@ -58,6 +116,13 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         self.cpu_threads = None if cfg.train.threads else AdaptiveThreads()  # fewer threads beside a busy neighbour
         torch.manual_seed(cfg.train.seed)
+        # data and reward before the model: a wrong file, plugin or missing column fails in seconds, not after the load
+        self.examples = load_prompts_from_config(cfg.data, "train")
+        self.reward = reward or reward_from_config(cfg)
+        self.reward.check_columns(self.examples)
+        self.eval_examples = held_out_examples(cfg)  # train.eval_every: held-out prompts (None = no eval during training)
+        if self.eval_examples is not None:
+            self.reward.check_columns(self.eval_examples)
         if model is None:
             model, tokenizer = policy_from_config(cfg.model)
         wrap = cfg.model.lora.r > 0 and not hasattr(model, "disable_adapter")  # a LoRA checkpoint comes wrapped
@@ -69,10 +134,7 @@ class Trainer:
         if cfg.dapo.beta > 0 and not hasattr(self.model, "disable_adapter"):
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
 
-        self.examples = load_prompts_from_config(cfg.data, "train")
         self.prompts = render_prompts(tokenizer, self.examples, cfg.data.system_prompt)
-        self.reward = reward or reward_from_config(cfg)
-        self.eval_examples = self._eval_examples()  # train.eval_every: held-out prompts (None = no eval during training)
         self.greedy = is_greedy(cfg.sampling.do_sample, cfg.sampling.temperature)
         if self.greedy:
             warnings.warn("greedy decoding: all G completions of a prompt are identical, so advantages use a batch-level "
@@ -97,13 +159,14 @@ class Trainer:
         self.output_dir = cfg.output_dir
         self.checkpoint_root = checkpoint_root(cfg)
         self.last_saved_step = -1
+        self.best: dict | None = None  # best.json of checkpoints/<run>/best (train.keep_best), restored on resume
         self._params_dirty = False  # True once an optimizer step of the running step has changed parameters
         self._last_step, self._deadline = cfg.train.total_steps, math.inf  # where train() will stop (its own call's)
         if cfg.train.resume:
             self.resume()
         else:  # a fresh run: an earlier run of the same name keeps its logs and checkpoints, renamed
             archive_run_logs(self.output_dir)
-            archive_checkpoints(self.checkpoint_root)
+            archive_checkpoints(self.checkpoint_root, cfg.train.keep_previous_runs)
         self.trackers.open(start_step=self.step)  # fresh at 0, else continuing the resumed run's tracker runs
 
     # ------------------------------------------------------------------------
@@ -144,14 +207,9 @@ class Trainer:
                 do_sample=cfg.sampling.do_sample, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
                 top_k=cfg.sampling.top_k, generator=self.generator,
             )
-        group_ids, lengths = rollout.group_ids.tolist(), rollout.lengths.tolist()
-        rows = [self.examples[indices[g]] for g in group_ids]
-        reward = self.reward.score(
-            rollout.completion_texts, [ex.ground_truth for ex in rows], prompts=[ex.prompt for ex in rows],
-            group_ids=group_ids, num_tokens=lengths, step=self.step + 1,
-            completion_ids=[ids[:n] for ids, n in zip(rollout.completion_ids.tolist(), lengths)],
-            infos=[{"qid": ex.qid, "data_source": ex.data_source, **ex.extra} for ex in rows],
-        )
+        prompt_examples = [self.examples[i] for i in indices]
+        reward = score_rollout(self.reward, rollout, prompt_examples, step=self.step + 1)
+        rows = [prompt_examples[g] for g in rollout.group_ids.tolist()]
         return ScoredRollout.of(rollout, reward, rows), reward
 
     def collect(self) -> tuple[ScoredRollout | None, dict]:
@@ -326,6 +384,7 @@ class Trainer:
         if (self.step == 0 and self.eval_examples is not None and self.cfg.train.eval_at_start
                 and not any(m.get("step") == 0 for m in self.history)):  # the before point of the held-out curve
             self._record({"step": 0, **self.evaluate_held_out()})
+            self._keep_best(self.history[-1])  # checks that train.keep_best names one of its metrics
         t0 = time.perf_counter()
         threads = self.cpu_threads.update() if self.cpu_threads else torch.get_num_threads()
         batch, metrics = self.collect()
@@ -346,6 +405,7 @@ class Trainer:
         if self.eval_examples is not None and (self.step % self.cfg.train.eval_every == 0 or last):
             metrics.update(self.evaluate_held_out())  # after the timings: not in step_time or tokens_per_second
         self._record(metrics)
+        self._keep_best(metrics)
         return metrics
 
     def _record(self, metrics: dict) -> None:
@@ -360,32 +420,10 @@ class Trainer:
     # ------------------------------------------------------------------------
     # Held-out evaluation during training (train.eval_every)
 
-    def _eval_examples(self):
-        every, cap = self.cfg.train.eval_every, self.cfg.train.eval_prompts or self.cfg.eval.max_prompts
-        if every < 0 or self.cfg.train.eval_prompts < 0:
-            raise ConfigError(f"train.eval_every={every} and train.eval_prompts={self.cfg.train.eval_prompts} must be >= 0")
-        if not every:
-            return None
-        examples = load_prompts_from_config(self.cfg.data, "test")  # fails at start, not at step N, if data.test_path is wrong
-        return evenly_spread(examples, cap)
-
     def evaluate_held_out(self) -> dict:
-        """Greedy pass@1 / format@1 of the current policy on the held-out prompts, as `eval/*` metrics plus `time/eval`.
-
-        evaluate() runs under no_grad and generation restores the model's train/eval mode; it draws from its own
-        generator (seeded by train.seed), never the rollout generator, and scores with split="test", which only
-        reads the live weights."""
-        cfg, t0 = self.cfg, time.perf_counter()
+        """Greedy pass@1 / format@1 of the current policy on the held-out prompts (`held_out_metrics`)."""
         with self.autocast():
-            summary = evaluate(self.model, self.tokenizer, self.eval_examples, self.reward, system_prompt=cfg.data.system_prompt,
-                               max_new_tokens=cfg.sampling.max_new_tokens, context_max_len=cfg.sampling.context_max_len,
-                               num_samples=0, seed=cfg.train.seed, stats=True)
-        out = {"eval/pass@1": summary["pass@1"], "eval/format@1": summary["format@1"], "eval/num_prompts": summary["num_prompts"]}
-        interval = summary.get("pass@1_ci95")  # [lo, hi] when evaluate's summary has intervals
-        if isinstance(interval, (list, tuple)) and len(interval) == 2:
-            out["eval/pass@1_ci95_low"], out["eval/pass@1_ci95_high"] = float(interval[0]), float(interval[1])
-        out["time/eval"] = time.perf_counter() - t0
-        return out
+            return held_out_metrics(self.model, self.tokenizer, self.eval_examples, self.reward, self.cfg, step=self.step)
 
     def _log_rollouts(self, batch: ScoredRollout, advantages: torch.Tensor) -> None:
         count = min(self.cfg.train.log_rollouts, len(batch))
@@ -418,7 +456,7 @@ class Trainer:
                 bar.set_postfix(reward=f"{metrics['reward']:.3f}", kept=metrics["dynamic/groups_kept"])
                 every = self.cfg.train.save_every
                 if every and self.step % every == 0:
-                    self.save()
+                    self._save_unless_disk_full()
         except UnfilledBatchError:
             if self.step > self.last_saved_step:  # the failed step changed nothing: keep the steps before it
                 self.save()
@@ -447,15 +485,50 @@ class Trainer:
     # Checkpoints
 
     def save(self) -> Path:
-        """Checkpoint the current step to checkpoints/<run>/step-N (atomic)."""
+        """Checkpoint the current step to checkpoints/<run>/step-N (atomic; weights only with
+        train.save_optimizer=false), then delete all but the newest train.save_total_limit.
+
+        DiskFullError (one line; every earlier checkpoint intact) when it does not fit the free space."""
         state = {"step": self.step, "epoch": self.epoch, "cursor": self.cursor, "config": to_dict(self.cfg),
                  "live_weights": self.reward.weights.state_dict()}
         rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
         sync_run_logs(self.output_dir)  # the log lines of steps <= N reach the disk before checkpoint N
         path = save_checkpoint(self.checkpoint_root, self.step, self.model, self.tokenizer, self.optimizer,
-                               self.scheduler, rng, state, merge_lora=self.cfg.model.lora.merge_on_save)
+                               self.scheduler, rng, state, merge_lora=self.cfg.model.lora.merge_on_save,
+                               save_optimizer=self.cfg.train.save_optimizer)
         self.last_saved_step = self.step
+        prune_checkpoints(self.checkpoint_root, self.cfg.train.save_total_limit)
         return path
+
+    def _save_unless_disk_full(self) -> Path | None:
+        """A save during the run (train.save_every); with train.on_disk_full=skip one that does not fit is said and
+        skipped, and the next save tries again (the final save, `save`, always raises)."""
+        try:
+            return self.save()
+        except DiskFullError as err:
+            self._skip_or_stop(err)
+            return None
+
+    def _skip_or_stop(self, err: DiskFullError) -> None:
+        """train.on_disk_full: stop re-raises (the run ends with its one line, exit 2); skip prints it and goes on."""
+        if self.cfg.train.on_disk_full != "skip":
+            raise err
+        print(f"{err.reason}; not saved (train.on_disk_full=skip): training goes on and the next save tries again",
+              flush=True)
+
+    def _keep_best(self, metrics: dict) -> None:
+        """train.keep_best: when this step's held-out evaluation beats the run's best, its weights replace
+        checkpoints/<run>/best (weights only: for `dapo-nb eval` and sharing); a full disk follows train.on_disk_full."""
+        if not improves_best(self.cfg.train.keep_best, metrics, self.best):
+            return
+        record = best_record(self.cfg, metrics)
+        try:
+            save_best(self.checkpoint_root / BEST_DIR, self.model, self.tokenizer, record,
+                      merge_lora=self.cfg.model.lora.merge_on_save)
+        except DiskFullError as err:
+            self._skip_or_stop(err)
+            return
+        self.best = record
 
     def resume(self, path: str | Path | None = None) -> int:
         """Load the latest (or given) checkpoint of this run into model, optimizer, RNGs and data cursor; returns its step.
@@ -468,6 +541,7 @@ class Trainer:
             print(f"train.resume: no checkpoint under {self.checkpoint_root}; starting at step 0")
             archive_run_logs(self.output_dir)
             return 0
+        require_optimizer_state(path)  # a weights-only checkpoint (train.save_optimizer=false) cannot continue its run
         state, optim, rng = load_trainer_state(path)
         from safetensors.torch import load_file
 
@@ -488,6 +562,7 @@ class Trainer:
         self.step, self.epoch, self.cursor = state["step"], state["epoch"], state["cursor"]
         self.reward.weights.load_state_dict(state["live_weights"])
         self.last_saved_step = self.step
+        self.best = read_best(self.checkpoint_root / BEST_DIR)  # a later evaluation must beat it to replace it
         truncate_run_logs(self.output_dir, self.step)
         print(f"resumed {path} at step {self.step}")
         return self.step

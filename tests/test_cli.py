@@ -55,14 +55,14 @@ def test_train_then_eval_a_checkpoint(tmp_path, tiny_model_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["num_prompts"] == 4 and 0.0 <= report["pass@1"] <= 1.0 and "avg@2" in report
-    assert "greedy/correctness/mean" in report
+    assert "rewards/correctness/mean" in report and "reward" in report  # named as in training's metrics
 
 
 # ----------------------------------------------------------------------------
 # A command line that explains itself
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "smoke", "export", "keys"])
+@pytest.mark.parametrize("command", ["train", "eval", "sweep", "smoke", "export", "keys"])
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_each_command_has_help(command, flag, tmp_path):
     args = [command, "verl", flag] if command == "export" and flag == "-h" else [command, flag]
@@ -75,7 +75,8 @@ def test_each_command_has_help(command, flag, tmp_path):
 def test_top_level_help_lists_the_commands():
     result = dapo_nb("--help")
     assert result.returncode == 0
-    for command in ("train", "eval", "smoke", "export verl", "keys [PATTERN]", "--debug", "builtin:arithmetic/train"):
+    for command in ("train", "eval", "sweep STUDY.yaml", "smoke", "export verl", "keys [PATTERN]", "--debug",
+                    "builtin:arithmetic/train"):
         assert command in result.stdout
 
 

@@ -82,13 +82,15 @@ def assert_gsm8k(examples: list[PromptExample], source: str) -> None:
     assert [e.ground_truth for e in examples] == ["72", "1234", "-5"]
     assert [e.qid for e in examples] == [f"{source}-1", f"{source}-2", f"{source}-3"]
     assert examples[0].prompt == GSM8K_ROWS[0]["question"] and examples[0].data_source == source
-    assert examples[1].extra == {"answer": GSM8K_ROWS[1]["answer"]}  # the full solution stays for reward plugins
+    # the question and the full solution stay, under their names, for reward plugins
+    assert examples[1].extra == {"question": GSM8K_ROWS[1]["question"], "answer": GSM8K_ROWS[1]["answer"]}
 
 
 def assert_math(examples: list[PromptExample]) -> None:
     assert [e.ground_truth for e in examples] == ["\\frac{3}{4}", "2\\sqrt{2}", "5", "\\{1, {2}\\}"]
     assert examples[1].prompt == "Simplify $\\sqrt{8}$."
-    assert examples[1].extra == {"level": "Level 2", "type": "Algebra", "solution": MATH_ROWS[1]["solution"]}
+    assert examples[1].extra == {"problem": MATH_ROWS[1]["problem"], "level": "Level 2", "type": "Algebra",
+                                 "solution": MATH_ROWS[1]["solution"]}
 
 
 # ----------------------------------------------------------------------------
@@ -190,7 +192,7 @@ def test_id_key_names_the_id_field_and_qids_are_generated_otherwise(tmp_path):
 def test_dotted_answer_key_reads_a_nested_field(tmp_path):
     path = write_parquet(tmp_path / "nested.parquet", [{"question": "2 + 2?", "meta": {"answer": "4", "source": "toy"}}])
     (example,) = from_config([f"data.train_path={path}", "data.prompt_key=question", "data.answer_key=meta.answer"])
-    assert example.ground_truth == "4" and example.extra == {"meta": {"answer": "4", "source": "toy"}}
+    assert example.ground_truth == "4" and example.extra == {"question": "2 + 2?", "meta": {"answer": "4", "source": "toy"}}
 
 
 # ----------------------------------------------------------------------------
@@ -430,7 +432,7 @@ def test_where_errors_name_the_file_the_field_and_what_there_is(tmp_path):
     with pytest.raises(DataValidationError) as caught:
         from_config([*keys, "data.where={difficulty: 1}"])
     assert str(caught.value) == (f"{path}: qid 'math-1' has no field 'difficulty' for data.where (its other fields: "
-                                 "level, solution, type); fix data.where or the data")
+                                 "level, problem, solution, type); fix data.where or the data")
     for bad in ["data.where={level: []}", "data.where={level: null}", "data.where={level: {a: 1}}"]:
         with pytest.raises(ConfigError, match=r"data.where=.*each entry is a field name and a value or a non-empty list"):
             load_config(None, [bad])

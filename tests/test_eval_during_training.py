@@ -42,10 +42,14 @@ def test_eval_every_logs_held_out_metrics_and_leaves_training_unchanged(tmp_path
     assert [m["step"] for m in metrics] == [0, 1, 2, 3, 4]
     assert [m["step"] for m in metrics if EVAL_KEYS <= set(m)] == [0, 2, 4]
     assert not any(k.startswith("eval/") for m in metrics if m["step"] in (1, 3) for k in m)
-    assert set(metrics[0]) - {"step", "time/eval"} <= EVAL_KEYS | {"eval/pass@1_ci95_low", "eval/pass@1_ci95_high"}
+    # the reward's objectives on the held-out prompts, named as training names them (eval/ + rewards/<name>/mean)
+    held_out_objectives = {"eval/reward", "eval/rewards/detail/mean"}
+    assert set(metrics[0]) - {"step", "time/eval"} == (EVAL_KEYS | {"eval/pass@1_ci95_low", "eval/pass@1_ci95_high"}
+                                                      | held_out_objectives)
     for m in metrics:
         if "eval/pass@1" in m:
             assert 0.0 <= m["eval/pass@1"] <= 1.0 and 0.0 <= m["eval/format@1"] <= 1.0
+            assert 0.0 <= m["eval/rewards/detail/mean"] <= 1.0 and m["eval/reward"] == m["eval/rewards/detail/mean"]
             assert m["eval/num_prompts"] == 3 and m["time/eval"] > 0
             # the trainer asks evaluate() for 95% Wilson bounds
             assert 0.0 <= m["eval/pass@1_ci95_low"] <= m["eval/pass@1"] <= m["eval/pass@1_ci95_high"] <= 1.0

@@ -78,10 +78,12 @@ def test_scripted_policy_scores_exactly(tokenizer, examples, answer, pass_at_1, 
     assert summary == {
         "num_prompts": 5,
         "pass@1": pass_at_1, "format@1": format_at_1,
-        "greedy/correctness/mean": rewarded, "greedy/format/mean": format_at_1,
+        # the reward's objectives under training's names (weights 1 and 1: reward = correctness + format)
+        "reward": pytest.approx(rewarded + format_at_1), "rewards/correctness/mean": rewarded, "rewards/format/mean": format_at_1,
         # all mass on the scripted tokens: each of the 2 samples per prompt is the greedy answer
         "avg@2": pass_at_1, "format_avg@2": format_at_1,
-        "sampled/correctness/mean": rewarded, "sampled/format/mean": format_at_1,
+        "sampled/reward": pytest.approx(rewarded + format_at_1),
+        "sampled/rewards/correctness/mean": rewarded, "sampled/rewards/format/mean": format_at_1,
     }
 
 
@@ -119,7 +121,7 @@ def test_avg_at_k_comes_from_samples_not_from_the_greedy_answer(tokenizer, examp
     # 24 of the 40 samples answer a prompt whose truth is 4; each is right with probability 1 / (1 + e^0.1) = 0.475
     correct = summary["avg@8"] * 40
     assert abs(correct - round(correct)) < 1e-9 and 3 <= correct <= 20, summary  # ~ 11.4 +- 2.4; seeded, so never flaky
-    assert summary["sampled/correctness/mean"] == summary["avg@8"]
+    assert summary["sampled/rewards/correctness/mean"] == summary["avg@8"]
 
 
 def test_evaluation_reads_the_live_weights_without_changing_them(tokenizer, examples):

@@ -21,10 +21,12 @@ import pytest
 
 from dapo_nb.arithmetic import make_splits, write_jsonl
 
+from tests.scoring_support import expected, plugin_entries, recorded, write_recorder
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 EXECUTED = REPO / "tests" / "output" / "notebooks"  # git-ignored; never the user's notebooks/executed/
-NAMES = ["01_reward_design", "02_rollout_inspection", "03_training", "04_analysis"]
+NAMES = ["01_reward_design", "02_rollout_inspection", "03_training", "04_analysis", "05_studies"]
 PARAMETER_LINE = re.compile(r"^(?P<name>\w+): (?P<type>str|int|float|bool|list|dict) = (?P<value>.+?)  # (?P<help>\S.*)$")
 
 
@@ -130,10 +132,21 @@ def work_cells(nb) -> list:
 TINY = {"max_new_tokens": 8, "group_size": 2}
 
 
+ARITHMETIC_COLUMNS = ["level", "steps"]  # the shipped task's records' own columns
+
+
 @pytest.mark.slow
 def test_01_reward_design_headless(workdir):
+    recorder, log = write_recorder(workdir)  # plugins record the call: the one training and evaluation make
     nb = execute("01_reward_design", workdir, {**TINY, "max_new_tokens": 12, "num_prompts": 2,
-                                               "prompts_path": str(workdir / "data" / "train.jsonl")})
+                                               "prompts_path": str(workdir / "data" / "train.jsonl"),
+                                               "plugins": plugin_entries(recorder)})
+    trl_keys, seed_keys = expected(ARITHMETIC_COLUMNS)
+    got = recorded(log)
+    assert trl_keys in got["trl"] and seed_keys in got["seed:test"]  # the sampled completions, scored as in eval
+    # hand-written texts answer hand-made examples: no token ids and none of the file's columns, nothing else missing
+    assert all(set(keys) <= set(trl_keys) and set(trl_keys) - set(keys) <= {"completion_ids", *ARITHMETIC_COLUMNS}
+               for keys in got["trl"])
     found = checks(nb)
     assert "check: Example A = 0.9125 and Example B = 0.42, as in the seed" in found
     assert "check: 4 sampled completions scored" in found
@@ -143,8 +156,13 @@ def test_01_reward_design_headless(workdir):
 
 @pytest.mark.slow
 def test_02_rollout_inspection_headless(workdir):
+    recorder, log = write_recorder(workdir)
     nb = execute("02_rollout_inspection", workdir, {**TINY, "num_prompts": 2,
-                                                    "prompts_path": str(workdir / "data" / "train.jsonl")})
+                                                    "prompts_path": str(workdir / "data" / "train.jsonl"),
+                                                    "plugins": plugin_entries(recorder)})
+    trl_keys, seed_keys = expected(ARITHMETIC_COLUMNS)
+    got = recorded(log)  # sampled (as training) and greedy (as evaluation) completions: training's call both times
+    assert got["trl"] == {trl_keys} and got["seed:train"] == {seed_keys} and got["seed:test"] == {seed_keys}
     found = checks(nb)
     assert "check: advantages sum to 0 within every group" in found
     assert any(re.match(r"check: \d of 2 groups would be kept, exactly those whose correctness varies", c) for c in found)
@@ -235,3 +253,28 @@ def test_04_analysis_reads_a_trl_backend_run(workdir):
     assert "check: 1 weight changes at steps [2]" in found
     assert any(re.match(r"check: pass@1 \d\.\d{3} -> \d\.\d{3} on 2 prompts", c) for c in found)
     assert len(found) == len(work_cells(nb))
+
+
+@pytest.mark.slow
+def test_05_studies_headless_runs_a_tiny_study_and_draws_its_front(workdir, tiny_model_dir):
+    """A 2 x 2 study with soups on the tiny random model, on a local Ray cluster started by the notebook's kernel."""
+    import yaml
+
+    study = workdir / "tiny_study.yaml"
+    study.write_text(yaml.safe_dump({
+        "base": {"model.pretrained_model_name_or_path": str(tiny_model_dir), "data.train_path": "data/train.jsonl",
+                 "data.test_path": "data/test.jsonl", "sampling.max_new_tokens": 4, "ppo.batch_size": 2,
+                 "dapo.group_size": 2, "dapo.dynamic_sampling": False, "train.total_steps": 1,
+                 "reward.objectives": ["correctness", "format", "clarity"]},
+        "grid": {"reward.weights": [{"correctness": 1.0}, {"clarity": 1.0}]}, "seeds": [0, 1],
+        "eval": {"prompts": 2}, "front": ["correctness", "clarity"],
+        "soups": {"objectives": ["correctness", "clarity"], "lambdas": [0.0, 0.5, 1.0]}}))
+    out = workdir / "runs" / "studies" / "tiny"
+    nb = execute("05_studies", workdir, {"study": str(study), "out_dir": str(out), "resamples": 200})
+    found = checks(nb)
+    assert "check: 11 rows in " + str(out) + "/results.csv: 4 trained trials done, 0 failed; 2 variations x 2 seeds" in found
+    assert "check: 2 variations summarized over 2 seeds each" in found
+    assert any(re.match(r"check: \d+ pairwise tests, \d+ significant at 5%", c) for c in found)
+    assert any(re.match(r"check: front of correctness x clarity: [12] of 2 variations on it, hypervolume", c) for c in found)
+    assert "check: the sweep trained 4 runs" in " ".join(found) and "the soups reuse 4 of them and add 6 evaluations" in " ".join(found)
+    assert (out / "front.png").is_file() and len(found) == len(work_cells(nb)) and images(nb) >= 1

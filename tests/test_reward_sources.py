@@ -182,7 +182,8 @@ def test_a_function_without_kwargs_gets_only_what_it_names(trl_file):
     reward = MultiObjectiveReward(objectives=[], plugins=[f"{trl_file}:level_bonus"])
     batch = reward.score(["a", "b"], ["1", "1"], infos=[{"level": "hard"}, {"level": "easy"}])
     assert batch.scores == [0.5, 0.0]
-    with pytest.raises(PluginError, match=r"needs \['level'\], which this batch does not have; it has \["):
+    with pytest.raises(PluginError, match=r"needs the column 'level', which the data does not have; its columns are "
+                                          r"ground_truth, qid, besides prompts"):
         reward.score(["a"], ["1"], infos=[{"qid": "q"}])
 
 

@@ -212,22 +212,30 @@ def test_wandb_offline_gets_metrics_config_and_a_resume_continues_the_run(tmp_pa
 # Trackio, local
 
 
-def test_trackio_local_gets_metrics_config_and_a_resume_continues_the_run(tmp_path, train_file, model_dir, monkeypatch):
+def local_trackio(tmp_path, monkeypatch, test_name: str) -> bool:
+    """Point Trackio at a database under tmp_path for this test. False where it cannot be, because trackio was
+    imported earlier in this process (trl imports it; its folder is fixed at import time): then the test has run,
+    and passed, in a fresh process instead."""
     if importlib.util.find_spec("trackio") is None:
         pytest.skip("trackio is not installed (optional: pip install 'dapo-nb[trackers]')")
-    if "trackio" in sys.modules:  # imported by an earlier test (trl imports it): its folder is fixed at import time
+    if "trackio" in sys.modules:
         if os.environ.get("DAPO_NB_TRACKIO_CHILD"):
             pytest.fail("trackio is imported before this test even in a fresh process")
         child = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{sys._getframe().f_code.co_name}"],
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test_name}"],
             capture_output=True, text=True, timeout=600, env={**os.environ, "DAPO_NB_TRACKIO_CHILD": "1"},
             cwd=Path(__file__).resolve().parents[1])
         assert child.returncode == 0 and "\n1 passed" in "\n" + child.stdout, child.stdout[-3000:] + child.stderr[-2000:]
-        return
+        return False
     monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))  # read once, when trackio is imported
     for name in ("TRACKIO_SPACE_ID", "TRACKIO_SERVER_URL"):
         monkeypatch.delenv(name, raising=False)
+    return True
 
+
+def test_trackio_local_gets_metrics_config_and_a_resume_continues_the_run(tmp_path, train_file, model_dir, monkeypatch):
+    if not local_trackio(tmp_path, monkeypatch, "test_trackio_local_gets_metrics_config_and_a_resume_continues_the_run"):
+        return
     Trainer(make_cfg(tmp_path, train_file, "train.report_to=trackio", "train.total_steps=2")).train()
     Trainer(make_cfg(tmp_path, train_file, "train.report_to=trackio", "train.total_steps=3", "train.resume=true")).train()
 
@@ -267,21 +275,60 @@ def test_trl_gets_report_to_run_name_and_project(tmp_path):
         grpo_config_kwargs(clash, batch_layout(clash, 1), str(tmp_path), use_cpu=True)
 
 
-def test_trl_training_writes_tensorboard_into_the_run_folder(tmp_path, train_file, model_dir, monkeypatch):
+def trl_cfg(tmp_path, model_dir, train_file, *extra):
+    """backend=trl on the tiny model: 2 groups of 4 completions, 6 tokens, one optimizer update a step."""
+    return load_config(overrides=[
+        "backend=trl", f"model.pretrained_model_name_or_path={model_dir}", f"data.train_path={train_file}",
+        f"train.output_dir={tmp_path / 'run'}", f"train.checkpoint_dir={tmp_path / 'ckpt'}", "train.run_name=t",
+        "ppo.batch_size=2", "dapo.group_size=4", "sampling.max_new_tokens=6", "dapo.dynamic_sampling=false",
+        "train.threads=1", *extra])
+
+
+def test_trl_training_writes_tensorboard_into_the_run_folder_and_a_resume_drops_stale_points(
+        tmp_path, train_file, model_dir, monkeypatch):
     pytest.importorskip("tensorboard")
+    import shutil
+
     from dapo_nb.trl_backend import train_with_trl
 
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", "unset")
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR")  # restored to unset after the test, whatever trackers.py sets
-    cfg = load_config(overrides=[
-        "backend=trl", f"model.pretrained_model_name_or_path={model_dir}", f"data.train_path={train_file}",
-        f"train.output_dir={tmp_path / 'run'}", f"train.checkpoint_dir={tmp_path / 'ckpt'}", "train.run_name=t",
-        "ppo.batch_size=2", "dapo.group_size=4", "sampling.max_new_tokens=6", "dapo.dynamic_sampling=false",
-        "train.total_steps=2", "train.threads=1", "train.report_to=tensorboard"])
-    train_with_trl(cfg)
+    tensorboard = ["train.report_to=tensorboard", f"data.test_path={train_file}", "train.eval_every=2",
+                   "train.eval_prompts=2"]
+    train_with_trl(trl_cfg(tmp_path, model_dir, train_file, *tensorboard, "train.total_steps=3", "train.save_every=2"))
+    # a crash after step 3 was logged, before its checkpoint: the resumed run redoes step 3
+    shutil.rmtree(tmp_path / "ckpt" / "t" / "checkpoint-3")
+    train_with_trl(trl_cfg(tmp_path, model_dir, train_file, *tensorboard, "train.total_steps=4", "train.resume=true"))
+
     lines = metrics_lines(tmp_path)
+    assert sorted(lines) == [1, 2, 3, 4]
     acc = read_tensorboard(tmp_path / "run" / "tensorboard")
     events = acc.Scalars("train/reward")  # TRL's names, prefixed train/, at TRL's optimizer steps
-    assert [e.step for e in events] == [lines[1]["optimizer_step"], lines[2]["optimizer_step"]]
-    assert [e.value for e in events] == pytest.approx([lines[1]["reward"], lines[2]["reward"]], rel=1e-6)
+    assert [e.step for e in events] == [lines[s]["optimizer_step"] for s in (1, 2, 3, 4)] == [1, 2, 3, 4]  # 3 once
+    assert [e.value for e in events] == pytest.approx([lines[s]["reward"] for s in (1, 2, 3, 4)], rel=1e-6)
     assert "train/loss" in acc.Tags()["scalars"]
+    # held-out evaluation reaches TRL's trackers too: step 2, and 4 (every 2nd, the last); the first run's last
+    # step, 3, was evaluated as well, but past checkpoint 2, so purged with the rest of that step
+    held_out = acc.Scalars("train/eval/pass@1")
+    assert [e.step for e in held_out] == [2, 4]
+    assert [e.value for e in held_out] == pytest.approx([lines[2]["eval/pass@1"], lines[4]["eval/pass@1"]])
+
+
+def test_trl_trackio_fresh_runs_start_new_runs_and_a_resume_continues_its_own(tmp_path, train_file, model_dir,
+                                                                             monkeypatch):
+    if not local_trackio(tmp_path, monkeypatch, "test_trl_trackio_fresh_runs_start_new_runs_and_a_resume_continues_its_own"):
+        return
+    from dapo_nb.trl_backend import train_with_trl
+
+    trackio = ["train.report_to=trackio", "train.save_every=1"]
+    train_with_trl(trl_cfg(tmp_path, model_dir, train_file, *trackio, "train.total_steps=1"))  # an earlier run
+    train_with_trl(trl_cfg(tmp_path, model_dir, train_file, *trackio, "train.total_steps=1"))  # fresh, same name
+    train_with_trl(trl_cfg(tmp_path, model_dir, train_file, *trackio, "train.total_steps=2", "train.resume=true"))
+
+    from trackio.sqlite_storage import SQLiteStorage
+
+    runs = [r for r in SQLiteStorage.get_run_records("dapo-nb") if r["name"] == "t"]
+    assert len(runs) == 2  # the second fresh run did not continue the first
+    steps_logged = {r["id"]: [row["train/global_step"] for row in SQLiteStorage.get_logs("dapo-nb", run_id=r["id"])
+                              if "train/reward" in row] for r in runs}
+    assert sorted(steps_logged.values()) == [[1], [1, 2]]  # the resumed run continued the second, its own

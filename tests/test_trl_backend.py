@@ -144,6 +144,85 @@ def test_in_process_training_writes_our_metrics_and_resumes(tmp_path, model_dir,
     assert last_checkpoint(resumed).name == "checkpoint-3"
 
 
+def _lines(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def _held_out_keys(line: dict) -> set[str]:
+    return {k for k in line if k.startswith("eval/") or k == "time/eval"}
+
+
+def test_held_out_eval_at_our_steps_with_our_keys_and_training_unchanged(tmp_path, model_dir, train_file):
+    """train.eval_every / eval_at_start under TRL: the eval/* of backend=dapo_nb (same keys; the same numbers for the
+    same model), in the lines of our steps 0, every 2nd and the last; the rollouts are those of a run without it."""
+    held_out = [f"data.test_path={train_file}", "train.eval_every=2", "train.eval_prompts=3", "train.eval_at_start=true"]
+    trl_dir, off_dir, ours_dir = tmp_path / "trl", tmp_path / "off", tmp_path / "ours"
+    paths = lambda d: [f"train.output_dir={d}", f"train.checkpoint_dir={d / 'ckpt'}"]
+    history = train_with_trl(trl_config(tmp_path, model_dir, train_file, *held_out, *paths(trl_dir), "train.total_steps=3"))
+    train_with_trl(trl_config(tmp_path, model_dir, train_file, *paths(off_dir), "train.total_steps=3"))
+    from dapo_nb.trainer import Trainer
+
+    ours = Trainer(trl_config(tmp_path, model_dir, train_file, *held_out, *paths(ours_dir), "backend=dapo_nb",
+                              "train.total_steps=1"))
+    ours.train()
+
+    lines = _lines(trl_dir / "metrics.jsonl")
+    assert [m["step"] for m in lines] == [0, 1, 2, 3] and history == lines
+    assert [m["step"] for m in lines if "eval/pass@1" in m] == [0, 2, 3]  # every 2nd step and the last
+    ours_lines = _lines(ours_dir / "metrics.jsonl")
+    assert [m["step"] for m in ours_lines if "eval/pass@1" in m] == [0, 1]
+    assert set(lines[0]) == set(ours_lines[0])  # the step-0 line: step, eval/*, time/eval
+    assert _held_out_keys(lines[2]) == _held_out_keys(lines[3]) == _held_out_keys(ours_lines[1]) == (
+        set(ours_lines[0]) - {"step"})
+    assert {"eval/pass@1_ci95_low", "eval/reward", "eval/rewards/correctness/mean"} <= _held_out_keys(lines[2])
+    # the same untrained model, prompts and greedy decoding: the same held-out numbers
+    assert {k: v for k, v in lines[0].items() if k != "time/eval"} == pytest.approx(
+        {k: v for k, v in ours_lines[0].items() if k != "time/eval"})
+    assert lines[2]["eval/num_prompts"] == 3 and lines[2]["time/eval"] > 0 and lines[2]["reward"] is not None
+
+    # evaluating drew none of training's random numbers: the same completions, rewards and losses as without it
+    completions = lambda d: [(r["step"], r["qid"], r["completion"]) for r in _lines(d / "rollouts.jsonl")]
+    assert completions(trl_dir) == completions(off_dir)
+    off = _lines(off_dir / "metrics.jsonl")
+    assert [(m["reward"], m["loss"]) for m in lines[1:]] == [(m["reward"], m["loss"]) for m in off]
+
+
+@pytest.mark.parametrize("stop_by", ["max_minutes", "request"])
+def test_a_stop_waits_for_the_last_update_of_the_step(tmp_path, model_dir, train_file, stop_by):
+    """2 optimizer updates per step (ppo.mini_batch_size=2 of ppo.batch_size=4): a deadline or stop request that
+    comes during the first update ends the run after the second, so checkpoint-N holds whole steps (N = 2 x the
+    last step of metrics.jsonl). The last step is evaluated when the clock ended the run, not after a stop request."""
+    from transformers import TrainerCallback
+
+    class RequestStopDuringTheFirstStep(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 0:
+                holder["trainer"].dapo_nb_stopper.requested.set()
+
+    holder = {}
+    cfg = trl_config(tmp_path, model_dir, train_file, "ppo.batch_size=4", "ppo.mini_batch_size=2",
+                     "train.total_steps=3", "train.save_every=0", f"data.test_path={train_file}", "train.eval_every=3",
+                     "train.eval_prompts=2", *(["train.max_minutes=0.0001"] if stop_by == "max_minutes" else []))
+    trainer, _ = build_trl_trainer(cfg, callbacks=[RequestStopDuringTheFirstStep()] if stop_by == "request" else [])
+    holder["trainer"] = trainer
+    trainer.train()
+    lines = _lines(tmp_path / "run/metrics.jsonl")
+    assert [m["step"] for m in lines] == [1] and lines[-1]["optimizer_step"] == 2
+    assert last_checkpoint(cfg).name == "checkpoint-2"
+    assert ("eval/pass@1" in lines[-1]) == (stop_by == "max_minutes")
+
+
+def test_held_out_eval_is_refused_where_the_model_is_sharded():
+    from types import SimpleNamespace
+
+    from dapo_nb.trl_backend import check_eval_placement
+
+    cfg = load_config(overrides=["backend=trl", "train.eval_every=5"])
+    with pytest.raises(ConfigError, match="train.eval_every=5 .* FSDP / DeepSpeed ZeRO-3 .* train.eval_every=0"):
+        check_eval_placement(cfg, SimpleNamespace(is_fsdp_enabled=True))
+    check_eval_placement(cfg, SimpleNamespace(is_fsdp_enabled=False))  # DDP: every process holds the whole model
+
+
 def test_stop_request_saves_a_checkpoint(tmp_path, model_dir, train_file):
     """SIGTERM / Ctrl-C set the same flag: the step finishes, training stops, the checkpoint is written."""
     from transformers import TrainerCallback
@@ -184,6 +263,7 @@ def test_two_process_data_parallel(tmp_path, embedded_dir):
         "sampling.max_new_tokens=16", "dapo.dynamic_sampling=false", "ppo.learning_rate=1e-5", "train.threads=1",
         f"reward.plugin={plugin}", "reward.weights={correctness: 1.0, plugin: 1.0}", "train.run_name=dp",
         f"train.output_dir={tmp_path / 'run'}", f"train.checkpoint_dir={tmp_path / 'ckpt'}",
+        "train.eval_every=2", "train.eval_prompts=2", "train.eval_at_start=true",  # rank 0 evaluates, rank 1 waits
     ]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -195,8 +275,10 @@ def test_two_process_data_parallel(tmp_path, embedded_dir):
     assert first == second  # both ranks hold the same trained weights
     assert first != parameter_digest(load_policy("default")[0])  # and they did train
     lines = [json.loads(l) for l in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in lines] == list(range(1, steps + 1))  # written once, by rank 0
-    assert all(m["rewards/plugin/mean"] > 0 and m["rewards/plugin.varied/mean"] > 0 and m["reward_std"] > 0 for m in lines)
+    assert [m["step"] for m in lines] == list(range(0, steps + 1))  # written once, by rank 0
+    assert [m["step"] for m in lines if "eval/pass@1" in m] == [0, 2] and lines[2]["eval/num_prompts"] == 2
+    assert all(m["rewards/plugin/mean"] > 0 and m["rewards/plugin.varied/mean"] > 0 and m["reward_std"] > 0
+               for m in lines[1:])
     rollouts = [json.loads(l) for l in (tmp_path / "run/rollouts.jsonl").read_text().splitlines()]
     assert len(rollouts) == steps * 4
     # the same schema as our trainer's lines; TRL computes advantages out of our sight, so they are null

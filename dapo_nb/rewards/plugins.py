@@ -1,12 +1,16 @@
 """Reward plugins in three contracts, checked so that a bad one never fails silently.
 
 Where they come from: `reward.plugins` lists any number of entries, each `file.py` (its
-`compute_score`), `file.py:function`, or a mapping `{path, function, name, contract, format}`;
+`compute_score`), `file.py:function`, or a mapping `{path, function, name, contract, format, kwargs}`;
 `reward.plugin` is a one-entry shorthand (both may be set: `plugin` comes first). In Python, an
-entry may also be a callable.
+entry may also be a callable. `kwargs` makes `function` a factory, as open-r1's
+`get_cosine_scaled_reward(max_len=...)` or TRL's `get_soft_overlong_punishment(...)`: it is called
+once, at load time, with those keyword arguments (`kwargs: {}` calls it with none), and what it
+returns is the reward function.
 
-Names. Every plugin has a name: the `name` given, else the function's name, else (for a file's
-`compute_score`) the file's stem, e.g. `my_multiobj_reward_fixed`; an unnamed lambda is `plugin`.
+Names. Every plugin has a name: the `name` given, else the function's name (for a factory: the name of
+the function it returned, e.g. `cosine_scaled_reward`), else (for a file's `compute_score`) the file's
+stem, e.g. `my_multiobj_reward_fixed`; an unnamed lambda is `plugin`.
 Its own scalar is the objective `<name>`, and each breakdown key `k` is the objective `<name>.k`,
 so plugins never clash with built-in objectives or with each other.
 
@@ -32,6 +36,11 @@ Contracts (picked from the function's parameter names, or forced with `contract`
   `None` means "not applicable to this sample", as in TRL: the objective adds nothing to a
   weighted sum for that sample and is left out of its `rewards/<name>/mean|std`; see reward.py.
 
+Async functions (`async def`, in any contract; TRL accepts them for its reward functions) are awaited,
+the async functions of one batch concurrently (and a seed / verl one's samples concurrently), on one
+event loop in a background thread, so they work the same in a script and in a notebook, whose own loop
+is already running.
+
 Checks. At load time, always raised as `PluginError`: a malformed entry, file missing or failing
 to import, no such function (the error lists what the file defines), a signature that cannot
 take the contract's arguments. Per sample, reported as a `SampleFailure` of one kind, which the
@@ -45,12 +54,18 @@ reward then raises or absorbs according to `on_error`:
     wrong_length   a TRL function returned a list of the wrong length (or not a list)
     out_of_range   (registered objectives only) a value outside the documented range
 
-A TRL function that names a column the batch does not have raises `PluginError` at once (that
-never works on any sample).
+A TRL function that requires a keyword the batch does not have (a parameter without a default that is
+not one of the columns) raises `PluginError` at once, **kwargs or not: it names the column, the columns
+the data has and the `data.*` key that maps them (`column_problem`); `RewardPlugin.check_columns` does
+the same before training or evaluation starts. A function that raises on the format it got (TRL's
+standard or conversational) is tried once on the other format; only when that works does the error
+say to set `format:`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import difflib
 import hashlib
 import importlib.util
 import inspect
@@ -58,6 +73,7 @@ import math
 import numbers
 import re
 import sys
+import threading
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +93,7 @@ ERROR_KINDS = (
 )
 DEFAULT_FUNCTION = "compute_score"
 PLUGIN_OBJECTIVE = "plugin"  # the name of a plugin that has no better one (a lambda)
-ENTRY_KEYS = ("path", "function", "name", "contract", "format")  # keys of a mapping entry in reward.plugins
+ENTRY_KEYS = ("path", "function", "name", "contract", "format", "kwargs")  # keys of a mapping entry in reward.plugins
 RESERVED_NAMES = ("score",)  # `score` is the scalar reward itself (dapo.filter_metric, the TRL backend's logs)
 TRL_ARGUMENTS = ("prompts", "completions", "completion_ids", "trainer_state")  # what TRL passes besides columns
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*\Z")
@@ -173,17 +189,24 @@ class PluginSpec:
     name: str | None = None  # None: derived, see `plugin_name`
     contract: str = "auto"
     format: str = "auto"
+    kwargs: Mapping[str, Any] | None = None  # not None: `function` is a factory, called once with these
 
     @property
-    def resolved_name(self) -> str:
-        """The plugin's objective name (checked)."""
+    def resolved_name(self) -> str | None:
+        """The plugin's objective name (checked); None for a factory without `name`, named once it has run."""
         return plugin_name(self)
 
 
-def plugin_name(spec: PluginSpec) -> str:
-    """`name`, else the function's name, else (a file's compute_score) the file's stem; checked."""
+def plugin_name(spec: PluginSpec, made: Callable | None = None) -> str | None:
+    """`name`, else the function's name (a factory's: that of the function it made, None before it has run), else
+    (a file's compute_score) the file's stem; checked."""
     if spec.name is not None:
         name, given = spec.name, True
+    elif spec.kwargs is not None:
+        if made is None:
+            return None
+        raw = getattr(made, "__name__", "")
+        name, given = (raw if _NAME.match(raw or "") else PLUGIN_OBJECTIVE), False
     elif callable(spec.source):
         raw = getattr(spec.source, "__name__", "")
         name, given = (raw if _NAME.match(raw or "") else PLUGIN_OBJECTIVE), False
@@ -239,13 +262,18 @@ def parse_plugin_entry(entry: Any) -> PluginSpec:
             )
         values = {key: entry[key] for key in ENTRY_KEYS if entry.get(key) is not None}
         for key, value in values.items():
-            if not isinstance(value, str) and not (key == "path" and (isinstance(value, Path) or callable(value))):
+            if key == "kwargs":
+                if not isinstance(value, Mapping) or not all(isinstance(k, str) and k.isidentifier() for k in value):
+                    raise PluginError(f"reward.plugins entry {dict(entry)!r}: 'kwargs' must be a mapping of keyword "
+                                      "arguments for the factory, e.g. kwargs: {max_len: 64}")
+            elif not isinstance(value, str) and not (key == "path" and (isinstance(value, Path) or callable(value))):
                 raise PluginError(f"reward.plugins entry {dict(entry)!r}: '{key}' must be a string, got {type(value).__name__}")
+        kwargs = dict(values["kwargs"]) if "kwargs" in values else None
         spec = PluginSpec(values["path"], values.get("function", DEFAULT_FUNCTION), values.get("name"),
-                          values.get("contract", "auto"), values.get("format", "auto"))
+                          values.get("contract", "auto"), values.get("format", "auto"), kwargs)
         if isinstance(spec.source, str) and "function" not in values and ":" in spec.source:
             inner = parse_plugin_entry(spec.source)  # {path: file.py:fn, name: x}
-            spec = PluginSpec(inner.source, inner.function, spec.name, spec.contract, spec.format)
+            spec = PluginSpec(inner.source, inner.function, spec.name, spec.contract, spec.format, kwargs)
     else:
         raise PluginError(
             f"reward.plugins entry {entry!r} is a {type(entry).__name__}; give file.py, file.py:function or a mapping "
@@ -267,6 +295,8 @@ def parse_plugin_entries(entries: Sequence[Any]) -> list[PluginSpec]:
     seen: dict[str, PluginSpec] = {}
     for spec in specs:
         name = plugin_name(spec)
+        if name is None:  # a factory named after what it returns: checked when the reward loads it
+            continue
         if name in seen:
             raise PluginError(
                 f"two reward plugins are both named {name!r} ({_describe_source(seen[name].source)} and "
@@ -295,15 +325,19 @@ def _signature(fn: Callable, label: str) -> inspect.Signature:
 
 
 def _detect_contract(fn: Callable, label: str) -> str:
-    names = set(_signature(fn, label).parameters)
+    parameters = _signature(fn, label).parameters
+    names = set(parameters)
     if names & {"data_source", "extra_info"}:
         return "verl"
     if names & {"split", "info", "solution_str"}:
         return "seed"
-    if "completions" in names:
+    # TRL passes everything as keywords: completions, or only completion_ids (TRL's own repetition penalty), etc.
+    if names & set(TRL_ARGUMENTS) or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         return "trl"
+    factory = (" If it is a factory that returns the reward function, give its arguments: "
+               "{path: ..., function: ..., kwargs: {...}} (kwargs: {} for none).")
     raise PluginError(
-        f"{label}: cannot tell its contract from parameters {sorted(names)}. Use one of "
+        f"{label}: cannot tell its contract from parameters {sorted(names)}.{factory} Use one of "
         "compute_score(split, solution_str, ground_truth, info) [seed], "
         "compute_score(data_source, solution_str, ground_truth, extra_info=None) [verl], "
         "fn(completions, **kwargs) [trl], or set the entry's contract: {path: ..., contract: seed | verl | trl}."
@@ -366,7 +400,10 @@ def load_plugin(
     format: str = "auto",
 ) -> RewardPlugin:
     """A checked RewardPlugin from a reward.plugins entry (`file.py`, `file.py:fn`, a mapping, a PluginSpec) or a
-    callable; `contract`, `function`, `name` and `format` apply where the entry does not say."""
+    callable; `contract`, `function`, `name` and `format` apply where the entry does not say. A loaded RewardPlugin
+    is returned as it is."""
+    if isinstance(spec, RewardPlugin):
+        return spec
     if isinstance(spec, (PluginSpec, Mapping)):
         parsed = parse_plugin_entry(spec)
     else:  # a plain path or a callable: the keyword arguments fill in what it does not say
@@ -391,10 +428,31 @@ def load_plugin(
                 f"{defined or 'no functions'}. Define compute_score(split, solution_str, ground_truth, info), or name "
                 f"the function in the entry: reward.plugins=[{path}:{example}]"
             )
+    if parsed.kwargs is not None:
+        fn, label = _call_factory(fn, parsed.kwargs, label)
     chosen = _detect_contract(fn, label) if parsed.contract == "auto" else parsed.contract
     _check_signature(fn, chosen, label)
-    return RewardPlugin(fn=fn, contract=chosen, label=label, name=plugin_name(parsed), format=parsed.format,
+    return RewardPlugin(fn=fn, contract=chosen, label=label, name=plugin_name(parsed, made=fn), format=parsed.format,
                         keys=() if chosen == "trl" else None)  # a TRL function has no breakdown
+
+
+def _call_factory(factory: Callable, kwargs: Mapping[str, Any], label: str) -> tuple[Callable, str]:
+    """The reward function a factory returns for `kwargs` (called once), and its label."""
+    shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    call = f"{getattr(factory, '__name__', 'factory')}({shown})"
+    try:
+        _signature(factory, label).bind(**kwargs)
+    except TypeError as error:
+        raise PluginError(f"{label}: kwargs do not fit the factory {call}: {error}; its signature is "
+                          f"{inspect.signature(factory)}") from error
+    try:
+        made = factory(**kwargs)
+    except Exception as error:
+        raise PluginError(f"{label}: the factory call {call} raised {type(error).__name__}: {error}") from error
+    if not callable(made):
+        raise PluginError(f"{label}: the factory call {call} returned {type(made).__name__} {made!r:.40}, not a reward "
+                          "function; drop 'kwargs' if the function itself scores completions")
+    return made, f"{label} -> {call}"
 
 
 # ----------------------------------------------------------------------------
@@ -409,6 +467,79 @@ class PluginOutput:
     breakdowns: list[dict[str, float] | None]
     failures: list[SampleFailure] = field(default_factory=list)
     not_applicable: list[int] = field(default_factory=list)  # samples a TRL function returned None for
+
+
+@dataclass
+class PluginBatch:
+    """What one scoring call hands every plugin: the completions and, per completion, its example's data."""
+
+    completions: Sequence[str]
+    ground_truths: Sequence[str]
+    prompts: Sequence[Any]
+    infos: Sequence[dict]  # index, split, step, prompt, num_tokens, group_id and the record's columns
+    split: str
+    columns: Mapping[str, Sequence[Any]]  # the dataset's columns, as TRL passes them (ground_truth, qid, ...)
+    completion_ids: Sequence[Sequence[int]] | None = None
+    trainer_state: Any = None
+    data_keys: Mapping[str, Any] | None = None  # the data.* keys behind the columns, for error messages
+
+
+@dataclass
+class _Call:
+    """One call of a plugin's function (a TRL function: once per batch; seed / verl: once per sample)."""
+
+    args: tuple
+    kwargs: dict
+    result: Any = None
+    error: BaseException | None = None
+
+
+def call_plugins(plugins: Sequence[RewardPlugin], batch: PluginBatch) -> list[PluginOutput]:
+    """Run every plugin on `batch`: synchronous functions in this thread, one after another; the async ones' calls
+    together on the background event loop. Never raises for a per-sample problem (see PluginOutput.failures)."""
+    calls = [(plugin, plugin.calls(batch)) for plugin in plugins]
+    _run([(plugin.fn, call) for plugin, plugin_calls in calls for call in plugin_calls])
+    return [plugin.output(plugin_calls, batch) for plugin, plugin_calls in calls]
+
+
+def _run(calls: Sequence[tuple[Callable, _Call]]) -> None:
+    """Fill in each call's result or error; coroutines are gathered on the background loop."""
+    pending: list[tuple[_Call, Any]] = []
+    for fn, call in calls:
+        try:
+            result = fn(*call.args, **call.kwargs)
+        except Exception as error:  # the plugin's own bug
+            call.error = error
+            continue
+        if inspect.isawaitable(result):
+            pending.append((call, result))
+        else:
+            call.result = result
+    if pending:
+        for (call, _), outcome in zip(pending, _gather([awaitable for _, awaitable in pending])):
+            if isinstance(outcome, Exception):
+                call.error = outcome
+            else:
+                call.result = outcome
+
+
+_LOOP: asyncio.AbstractEventLoop | None = None
+_LOOP_LOCK = threading.Lock()
+
+
+def _gather(awaitables: list) -> list:
+    """Await all at once on one event loop in a daemon thread (a notebook's own loop is already running, so
+    asyncio.run cannot be used there); exceptions come back as values."""
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None:
+            _LOOP = asyncio.new_event_loop()
+            threading.Thread(target=_LOOP.run_forever, name="dapo-nb-async-rewards", daemon=True).start()
+
+    async def together():
+        return await asyncio.gather(*awaitables, return_exceptions=True)
+
+    return asyncio.run_coroutine_threadsafe(together(), _LOOP).result()
 
 
 @dataclass
@@ -431,6 +562,10 @@ class RewardPlugin:
         """`<name>` and `<name>.<key>` for every known breakdown key."""
         return [self.name, *(self.objective(key) for key in self.keys or ())]
 
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn) or inspect.iscoroutinefunction(getattr(self.fn, "__call__", None))
+
     def describe_failure(self, failure: SampleFailure, completion: str, info: dict) -> str:
         """The full error message: plugin, sample, problem, and how to proceed."""
         qid = f" qid={info['qid']!r}" if "qid" in info else ""
@@ -439,44 +574,43 @@ class RewardPlugin:
             "Fix the plugin, or set reward.on_error='zero' or 'drop' (counted in reward_errors/<kind>)."
         )
 
-    def __call__(
-        self,
-        completions: Sequence[str],
-        ground_truths: Sequence[str],
-        prompts: Sequence[Any],
-        infos: Sequence[dict],
-        split: str,
-        num_tokens: Sequence[int | None],
-        *,
-        columns: Mapping[str, Sequence[Any]] | None = None,
-        completion_ids: Sequence[Sequence[int]] | None = None,
-        trainer_state: Any = None,
-    ) -> PluginOutput:
-        """Run the plugin on a batch; never raises for a per-sample problem. `columns` are the dataset's columns
-        (TRL contract; default: ground_truth only)."""
+    def __call__(self, completions, ground_truths, prompts, infos, split, num_tokens=None, *, columns=None,
+                 completion_ids=None, trainer_state=None, data_keys=None) -> PluginOutput:
+        """Run the plugin alone on a batch (MultiObjectiveReward runs its plugins together with `call_plugins`)."""
+        batch = PluginBatch(completions, ground_truths, prompts, infos, split,
+                            columns if columns is not None else {"ground_truth": ground_truths}, completion_ids,
+                            trainer_state, data_keys)
+        return call_plugins([self], batch)[0]
+
+    # -- the calls of one batch, and what they returned -----------------------
+
+    def calls(self, batch: PluginBatch) -> list[_Call]:
+        """The calls this plugin makes for `batch`; a TRL function needing a column the batch lacks raises PluginError."""
         if self.contract == "trl":
-            return self._call_batch(completions, ground_truths, prompts, columns, completion_ids, trainer_state)
-        count = len(completions)
+            return [_Call((), self.trl_arguments(batch, self.conversational(batch.prompts)))]
+        if self.contract == "seed":
+            return [_Call((batch.split, text, truth, info), {})
+                    for text, truth, info in zip(batch.completions, batch.ground_truths, batch.infos)]
+        return [_Call((), dict(data_source=info.get("data_source") or "dapo_nb", solution_str=text, ground_truth=truth,
+                               extra_info=info))
+                for text, truth, info in zip(batch.completions, batch.ground_truths, batch.infos)]
+
+    def output(self, calls: list[_Call], batch: PluginBatch) -> PluginOutput:
+        """Check what the calls returned: scores, breakdowns, failures (seed / verl per sample, TRL per batch)."""
+        if self.contract == "trl":
+            return self._batch_output(calls[0], batch)
+        count = len(batch.completions)
         out = PluginOutput([None] * count, [None] * count)
-        for i in range(count):
+        for i, call in enumerate(calls):
+            if call.error is not None:
+                error = call.error
+                out.failures.append(SampleFailure(i, "exception", f"raised {type(error).__name__}: {error}", error))
+                continue
             try:
-                if self.contract == "seed":
-                    raw = self.fn(split, completions[i], ground_truths[i], infos[i])
-                else:
-                    data_source = infos[i].get("data_source") or "dapo_nb"
-                    raw = self.fn(
-                        data_source=data_source,
-                        solution_str=completions[i],
-                        ground_truth=ground_truths[i],
-                        extra_info=infos[i],
-                    )
-                score, breakdown = check_result(raw, self.contract)
+                score, breakdown = check_result(call.result, self.contract)
                 self._check_keys(breakdown)
             except SampleProblem as bad:
                 out.failures.append(SampleFailure(i, bad.kind, bad.problem))
-                continue
-            except Exception as error:  # the plugin's own bug
-                out.failures.append(SampleFailure(i, "exception", f"raised {type(error).__name__}: {error}", error))
                 continue
             out.scores[i], out.breakdowns[i] = score, breakdown
         return out
@@ -492,61 +626,66 @@ class RewardPlugin:
                 f"breakdown keys changed from {list(self.keys)} (missing: {missing}, new: {new}); keep them fixed",
             )
 
+    # -- TRL functions ---------------------------------------------------------
+
     def conversational(self, prompts: Sequence[Any]) -> bool:
         """Whether this batch goes to the function in TRL's conversational format."""
         if self.format != "auto":
             return self.format == "conversational"
         return bool(prompts) and is_conversational(prompts[0])
 
-    def trl_arguments(
-        self, completions, ground_truths, prompts, columns=None, completion_ids=None, trainer_state=None
-    ) -> dict[str, Any]:
-        """The keyword arguments TRL would pass, filtered to the parameters the function names (unless **kwargs)."""
-        if self.conversational(prompts):
+    def trl_arguments(self, batch: PluginBatch, conversational: bool) -> dict[str, Any]:
+        """The keyword arguments TRL would pass, filtered to the parameters the function names (unless **kwargs);
+        PluginError when it requires one the batch does not have."""
+        prompts, completions = batch.prompts, batch.completions
+        if conversational:
             prompts = [p if is_conversational(p) else [{"role": "user", "content": p}] for p in prompts]
             completions = [[{"role": "assistant", "content": c}] for c in completions]
-        arguments: dict[str, Any] = {
-            key: list(values) for key, values in (columns or {"ground_truth": ground_truths}).items()
-            if key not in TRL_ARGUMENTS
-        }
-        arguments.update(prompts=list(prompts), completions=list(completions), trainer_state=trainer_state)
-        if completion_ids is not None:
-            arguments["completion_ids"] = [list(ids) for ids in completion_ids]
+        arguments: dict[str, Any] = {key: list(values) for key, values in batch.columns.items() if key not in TRL_ARGUMENTS}
+        arguments.update(prompts=list(prompts), completions=list(completions), trainer_state=batch.trainer_state)
+        if batch.completion_ids is not None:
+            arguments["completion_ids"] = [list(ids) for ids in batch.completion_ids]
+        missing = self.missing_arguments(arguments)
+        if missing:
+            raise PluginError(column_problem(self.label, missing, batch.columns, batch.data_keys,
+                                             no_ids=batch.completion_ids is None))
         parameters = inspect.signature(self.fn).parameters
         if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
             return arguments
-        missing = [
-            name for name, p in parameters.items()
-            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in arguments
-        ]
-        if missing:
-            hint = " (the caller passed no completion_ids)" if "completion_ids" in missing else ""
-            raise PluginError(
-                f"{self.label} needs {missing}, which this batch does not have{hint}; it has {sorted(arguments)} "
-                "(the dataset's columns plus prompts, completions, completion_ids, trainer_state). Add **kwargs, "
-                "give the parameter a default, or add the column to the data"
-            )
         return {name: value for name, value in arguments.items() if name in parameters}
 
-    def _call_batch(self, completions, ground_truths, prompts, columns, completion_ids, trainer_state) -> PluginOutput:
-        count = len(completions)
+    def missing_arguments(self, available) -> list[str]:
+        """The parameters without a default that a TRL call with keywords `available` would leave unfilled."""
+        parameters = inspect.signature(self.fn).parameters
+        return [name for name, p in parameters.items()
+                if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in available]
+
+    def check_columns(self, columns: Sequence[str], data_keys: Mapping[str, Any] | None = None,
+                      completion_ids: bool = True) -> None:
+        """Before any sample is scored: PluginError if this TRL function needs a keyword that neither the data's
+        `columns` nor TRL's own arguments provide."""
+        if self.contract != "trl":
+            return
+        available = {*columns, "ground_truth", *TRL_ARGUMENTS} - (set() if completion_ids else {"completion_ids"})
+        missing = self.missing_arguments(available)
+        if missing:
+            raise PluginError(column_problem(self.label, missing, {c: () for c in columns}, data_keys,
+                                             no_ids=not completion_ids))
+
+    def _batch_output(self, call: _Call, batch: PluginBatch) -> PluginOutput:
+        count = len(batch.completions)
         out = PluginOutput([None] * count, [None] * count)
         self.keys = ()
-        arguments = self.trl_arguments(completions, ground_truths, prompts, columns, completion_ids, trainer_state)
-        try:
-            raw = self.fn(**arguments)
-        except Exception as error:
-            hint = ""
-            if isinstance(error, (TypeError, KeyError, IndexError, AttributeError)):
-                shown = "conversational" if self.conversational(prompts) else "standard"
-                other = "standard" if shown == "conversational" else "conversational"
-                hint = (f" [it got completions in TRL's {shown} format; if it expects the {other} one, "
-                        f"set format: {other} in its reward.plugins entry]")
+        if call.error is not None:
+            error, hint = call.error, ""
+            if isinstance(error, (TypeError, KeyError, IndexError, AttributeError)) and self.format == "auto":
+                hint = self._format_hint(batch)
             out.failures = [
                 SampleFailure(i, "exception", f"raised {type(error).__name__}: {error} (on the whole batch){hint}", error)
                 for i in range(count)
             ]
             return out
+        raw = call.result
         if isinstance(raw, (str, bytes, dict)) or not hasattr(raw, "__len__") or len(raw) != count:
             got = (
                 f"{len(raw)} values"
@@ -573,6 +712,47 @@ class RewardPlugin:
             except SampleProblem as bad:
                 out.failures.append(SampleFailure(i, bad.kind, bad.problem))
         return out
+
+    def _format_hint(self, batch: PluginBatch) -> str:
+        """When the function fails on the format it got: try the other one once; only if that works is the format
+        the cause, and the hint says which to set."""
+        shown = "conversational" if self.conversational(batch.prompts) else "standard"
+        other = "standard" if shown == "conversational" else "conversational"
+        retry = _Call((), self.trl_arguments(batch, other == "conversational"))
+        _run([(self.fn, retry)])
+        if retry.error is not None:
+            return ""
+        return (f" [it got completions in TRL's {shown} format and works on the {other} one: "
+                f"set format: {other} in its reward.plugins entry]")
+
+
+def column_problem(label: str, missing: Sequence[str], columns: Mapping[str, Any], data_keys: Mapping[str, Any] | None,
+                   no_ids: bool = False) -> str:
+    """Why a TRL function's keyword is missing: the column it wanted, the columns there are, the data.* keys."""
+    have = sorted(c for c in columns if c not in TRL_ARGUMENTS)
+    keys = dict(data_keys or {})
+    notes = []
+    for name in missing:
+        if name == "completion_ids" and no_ids:
+            notes.append("completion_ids: this caller has only texts (give the parameter a default)")
+            continue
+        if name == keys.get("prompt_key"):
+            notes.append(f"'{name}' is the prompt column (data.prompt_key={name}): it arrives as `prompts`")
+        elif name == keys.get("answer_key"):
+            notes.append(f"'{name}' is the answer column (data.answer_key={name}); it arrives as `ground_truth`")
+        close = difflib.get_close_matches(name, have, n=1, cutoff=0.75)
+        if close:
+            notes.append(f"did you mean the column '{close[0]}'?")
+    mapping = ""
+    if keys:
+        mapping = (f" The columns come from the data: data.prompt_key={keys.get('prompt_key')} -> prompts, "
+                   f"data.answer_key={keys.get('answer_key')} (data.answer_format={keys.get('answer_format')}) -> "
+                   "ground_truth, every other field of a record -> a column of its own name.")
+    wanted = ", ".join(repr(n) for n in missing)
+    return (f"{label} needs the column {wanted}, which the data does not have; its columns are "
+            f"{', '.join(have) or 'none'}, besides prompts, completions, completion_ids and trainer_state."
+            f"{mapping} {' '.join(notes) + ' ' if notes else ''}Add the column to the data, point data.answer_key / "
+            "data.prompt_key at it, or give the parameter a default.")
 
 
 def trainer_state_for(step: int | None) -> Any:

@@ -50,10 +50,12 @@ from .plugins import (
     ERROR_KINDS,
     ON_ERROR,
     TRL_ARGUMENTS,
+    PluginBatch,
     PluginError,
     RewardPlugin,
     SampleFailure,
     SampleProblem,
+    call_plugins,
     check_number,
     config_plugin_entries,
     load_plugin,
@@ -161,10 +163,13 @@ class MultiObjectiveReward:
         plugin_function: str = DEFAULT_FUNCTION,
         plugins: Sequence[Any] | None = None,
         marked_answer_only: bool = True,
+        data_keys: Mapping[str, Any] | None = None,
     ) -> None:
         """`plugins`: entries as in reward.plugins (`file.py`, `file.py:fn`, a mapping, a callable); `plugin` is one
         more entry placed first, with `plugin_contract` / `plugin_function` applying to it alone. `marked_answer_only`:
-        `correctness` needs a marked final answer (False: the last number counts too)."""
+        `correctness` needs a marked final answer (False: the last number counts too). `data_keys`: the data.* keys
+        (prompt_key, answer_key, answer_format) the examples were read with, named by errors about missing columns."""
+        self.data_keys = dict(data_keys or {})
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error={on_error!r} is not one of {', '.join(ON_ERROR)}")
         if not isinstance(marked_answer_only, bool):
@@ -273,6 +278,39 @@ class MultiObjectiveReward:
 
     # -- scoring -----------------------------------------------------------
 
+    def score_examples(
+        self,
+        completions: Sequence[str],
+        examples: Sequence[Any],
+        *,
+        step: int | None = None,
+        split: str = "train",
+        group_ids: Sequence[int] | None = None,
+        num_tokens: Sequence[int] | None = None,
+        completion_ids: Sequence[Sequence[int]] | None = None,
+        trainer_state: Any = None,
+    ) -> RewardBatch:
+        """Score completions, each with the example (a `data.PromptExample`) it answers: dapo-nb's one scoring call.
+
+        Training, evaluation (`dapo-nb eval`, eval during training, studies), the TRL backend and the notebooks all
+        come here (`scored.score_rollout` from a Rollout), so a plugin gets the same keywords everywhere: the prompt,
+        the ground truth, every column of the record (qid, data_source and the record's other fields), the
+        completion ids where the caller has them, the step and the split."""
+        if len(examples) != len(completions):
+            raise ValueError(f"score_examples(): {len(examples)} examples for {len(completions)} completions; "
+                             "give the example each completion answers")
+        return self.score(
+            completions, [ex.ground_truth for ex in examples], prompts=[ex.prompt for ex in examples],
+            group_ids=group_ids, num_tokens=num_tokens, step=step, split=split,
+            infos=[{"qid": ex.qid, "data_source": ex.data_source, **ex.extra} for ex in examples],
+            completion_ids=completion_ids, trainer_state=trainer_state)
+
+    def check_columns(self, examples: Sequence[Any], completion_ids: bool = True) -> None:
+        """Before the first batch: PluginError if a TRL function requires a column these examples do not have."""
+        columns = dict.fromkeys(["qid", "data_source", *(key for ex in examples for key in ex.extra)])
+        for plugin in self.plugins:
+            plugin.check_columns(list(columns), self.data_keys, completion_ids)
+
     def score(
         self,
         completions: Sequence[str],
@@ -332,10 +370,10 @@ class MultiObjectiveReward:
                 if key not in TRL_ARGUMENTS:
                     data_columns[key] = [e.get(key) for e in extra]
             state = trainer_state if trainer_state is not None else trainer_state_for(step)
-            calls = dict(columns=data_columns, completion_ids=completion_ids, trainer_state=state)
-            for plugin in self.plugins:
-                self._plugin_columns(plugin, completions, ground_truths, prompts, infos_full, split, lengths, calls,
-                                     columns, failures, not_applicable)
+            batch = PluginBatch(completions, ground_truths, prompts, infos_full, split, data_columns, completion_ids,
+                                state, self.data_keys)
+            for plugin, out in zip(self.plugins, call_plugins(self.plugins, batch)):  # async ones concurrently
+                self._plugin_columns(plugin, out, completions, infos_full, columns, failures, not_applicable)
             if self.weights.known is None and all(p.keys is not None for p in self.plugins):
                 current = self.weights.get()  # breakdown keys get 0.0, in the order of `names` (the sliders' order)
                 self.weights.set({name: 0.0 for name in self.names if name not in current})
@@ -437,9 +475,7 @@ class MultiObjectiveReward:
             column.append(value)
         return column
 
-    def _plugin_columns(self, plugin, completions, ground_truths, prompts, infos, split, lengths, calls, columns,
-                        failures, not_applicable) -> None:
-        out = plugin(completions, ground_truths, prompts, infos, split, lengths, **calls)
+    def _plugin_columns(self, plugin, out, completions, infos, columns, failures, not_applicable) -> None:
         keys = list(plugin.keys or ())
         columns[plugin.name] = [score if score is not None else 0.0 for score in out.scores]
         for key in keys:
@@ -460,25 +496,33 @@ def check_number_or_raise(value: Any, what: str) -> float:
         raise ValueError(problem.problem) from None
 
 
-def objective_names(reward_cfg) -> list[str]:
+def objective_names(reward_cfg, plugin_names: Sequence[str] | None = None) -> list[str]:
     """The registered objectives a config's `reward` group describes: those listed in `reward.objectives`, then any
     that only a weight or a schedule entry names, leaving out the plugins' own (`<plugin>`, `<plugin>.<key>`; the
-    plugins come from `reward.plugin` and `reward.plugins`)."""
-    plugins = [spec.resolved_name for spec in parse_plugin_entries(config_plugin_entries(reward_cfg))]
+    plugins come from `reward.plugin` and `reward.plugins`, or `plugin_names` once loaded). A factory entry without
+    `name:` is named by what it returns: before it is loaded, only registered objectives are counted."""
+    if plugin_names is None:
+        plugin_names = [spec.resolved_name for spec in parse_plugin_entries(config_plugin_entries(reward_cfg))]
+    unnamed = None in plugin_names
+    plugins = [p for p in plugin_names if p is not None]
     named = [*reward_cfg.weights, *(name for entry in reward_cfg.schedule.values() for name in entry)]
-    extra = [n for n in named if not any(n == p or str(n).startswith(p + ".") for p in plugins)]
+    extra = [n for n in named if not any(n == p or str(n).startswith(p + ".") for p in plugins)
+             and (not unnamed or n in OBJECTIVES)]
     return list(dict.fromkeys([*reward_cfg.objectives, *extra]))
 
 
 def reward_from_config(cfg) -> MultiObjectiveReward:
     """The multi-objective reward described by a dapo_nb `Config`'s `reward` group (objectives: `objective_names`;
     plugins: `reward.plugin`, then `reward.plugins`); the overlong objective's L_max is `sampling.max_new_tokens`;
-    `correctness` follows `reward.marked_answer_only`."""
+    `correctness` follows `reward.marked_answer_only`; errors about missing columns name the `data.*` keys."""
     r = cfg.reward
+    plugins = [load_plugin(entry) for entry in config_plugin_entries(r)]  # a factory is named by what it returns
     return MultiObjectiveReward(
-        objectives=objective_names(r) or None, weights=dict(r.weights), scalarizer=r.scalarizer,
-        normalization=r.normalization, plugins=config_plugin_entries(r), on_error=r.on_error,
+        objectives=objective_names(r, [p.name for p in plugins]) or None, weights=dict(r.weights),
+        scalarizer=r.scalarizer, normalization=r.normalization, plugins=plugins, on_error=r.on_error,
         schedule=dict(r.schedule) or None, ideal=dict(r.ideal) or None, mu=r.mu,
         overlong_max_len=cfg.sampling.max_new_tokens, overlong_buffer_len=r.overlong_buffer_len,
         marked_answer_only=r.marked_answer_only,
+        data_keys={"prompt_key": cfg.data.prompt_key, "answer_key": cfg.data.answer_key,
+                   "answer_format": cfg.data.answer_format},
     )
