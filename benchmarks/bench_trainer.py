@@ -5,6 +5,14 @@
                                                  [--with-dynamic] [--data data/train.jsonl] [--out summary.json]
                                                  [--model embedded|tiny|smollm2-135m|smollm2-1.7b] [--tokenizer DIR]
                                                  [--device cpu|cuda] [--reward objectives|text_hash] [--micro-batch N]
+    .venv/bin/python benchmarks/bench_trainer.py --compare-to REV [--rounds 3] ...   # the regression guard
+
+The regression guard (`--compare-to REV`, a commit, tag or branch): our trainer at the working tree against our
+trainer at REV, alternated round by round in one run (the same settings and machine state for both), no TRL.
+REV's package is exported with `git archive` into a temporary folder and put first on the child's PYTHONPATH; the
+timing code is this file's. The summary's `ratio_vs_rev` = completions/s of the working tree / REV's (> 1: faster
+now), with `ratio_vs_rev_cpu` per CPU second. Run it before resolving any change to the hot path (generation,
+scoring, update, thread handling): a ratio below about 0.95 over 3 rounds is a regression to explain.
 
 What is compared (one optimizer step each = `--prompts` prompts x `--group-size` completions):
   ours  `dapo_nb.trainer.Trainer.train_step()`: batched rollouts with behaviour log-probs, our multi-objective
@@ -196,7 +204,11 @@ def text_hash(completion, ground_truth, **_):
 def make_reward(s: Settings, cfg):
     """The reward both contenders use: our correctness + format objectives, or `text_hash` alone."""
     from dapo_nb.rewards import MultiObjectiveReward, register_objective
-    from dapo_nb.rewards import reward_from_config
+
+    try:
+        from dapo_nb.rewards import reward_from_config
+    except ImportError:  # revisions before d661bfb (the regression guard's --compare-to) kept it in trainer.py
+        from dapo_nb.trainer import reward_from_config
 
     if s.reward == "objectives":
         return reward_from_config(cfg)
@@ -239,6 +251,8 @@ def run_ours(s: Settings, workdir: Path) -> dict:
         f"ppo.learning_rate={s.learning_rate}", f"train.seed={s.seed}", "train.log_rollouts=0",
         f"model.pretrained_model_name_or_path={s.model or 'default'}", "model.force_float32=true",
         f"ppo.micro_batch_size={s.micro_batch}", *([f"train.threads={s.threads}"] if s.threads else []),
+        # as TRL is given: temperature 1 and one optimizer update per generation batch (not the recipe's 0.7 and 2)
+        "sampling.temperature=1.0", "ppo.mini_batch_size=0",
     ])
     t0 = time.perf_counter()
     model, tokenizer = policy_from_config(cfg.model)  # load_policy: onto the first GPU when there is one
@@ -454,15 +468,28 @@ def child_main(name: str, settings_json: str) -> None:
 # Parent: alternate the contenders, print per round, summarise
 
 
-def run_child(name: str, payload: dict, threads: int = 0) -> dict:
-    """Start one contender (or "build") in a fresh interpreter and parse its result line."""
+def export_revision(rev: str) -> Path:
+    """The package as committed at `rev` (git archive), in a temporary folder the caller deletes."""
+    root = Path(__file__).resolve().parents[1]
+    folder = Path(tempfile.mkdtemp(prefix="bench-rev-"))
+    archive = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", rev, "dapo_nb"], capture_output=True)
+    if archive.returncode:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise SystemExit(f"--compare-to {rev}: git archive failed: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+def run_child(name: str, payload: dict, threads: int = 0, package_root: Path | None = None) -> dict:
+    """Start one contender (or "build") in a fresh interpreter and parse its result line; `package_root`: import
+    dapo_nb from there (the regression guard's other revision) instead of this working tree."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     if payload["device"] == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run stays on the CPU even on a GPU machine
     root = Path(__file__).resolve().parents[1]
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_root or root), env.get("PYTHONPATH", "")]))
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "--child", name, "--settings", json.dumps(payload)],
                           capture_output=True, text=True, env=env, cwd=root)
@@ -534,6 +561,8 @@ def parser() -> argparse.ArgumentParser:
                     help="objectives: our correctness + format; text_hash: a hash of the text (always varies)")
     ap.add_argument("--micro-batch", type=int, default=0,
                     help="sequences per forward/backward in the update (0 = all prompts x G at once)")
+    ap.add_argument("--compare-to", metavar="REV",
+                    help="regression guard: our trainer here against our trainer at git revision REV, alternated")
     ap.add_argument("--out", type=Path, help="also write the JSON summary to this file")
     ap.add_argument("--child", choices=[*CONTENDERS, "build"], help=argparse.SUPPRESS)
     ap.add_argument("--settings", help=argparse.SUPPRESS)
@@ -567,6 +596,10 @@ def benchmark(args: argparse.Namespace, log=print, keep_going: bool = False) -> 
     names = [n for n in ("ours", "trl") if args.only in (None, n)]
     if args.with_dynamic and args.only != "trl":
         names.insert(1, "ours_ds")
+    revision_root = None
+    if args.compare_to:  # the regression guard: the working tree against REV, both our trainer
+        names = ["ours", f"ours@{args.compare_to}"]
+        revision_root = export_revision(args.compare_to)
     results: dict[str, list[dict]] = {name: [] for name in names}
     errors: dict[str, str] = {}
     log(f"{args.model} model on {args.device}: {args.prompts} prompts x G={args.group_size} x {args.max_new_tokens} "
@@ -592,7 +625,8 @@ def benchmark(args: argparse.Namespace, log=print, keep_going: bool = False) -> 
                                     reward=args.reward, micro_batch=args.micro_batch)
                 load_before = os.getloadavg()[0]
                 try:
-                    result = run_child(name, asdict(settings), threads)
+                    result = run_child(name.split("@")[0], asdict(settings), threads,
+                                       package_root=revision_root if "@" in name else None)
                 except RuntimeError as error:
                     if not keep_going:
                         raise
@@ -614,6 +648,8 @@ def benchmark(args: argparse.Namespace, log=print, keep_going: bool = False) -> 
     finally:
         if model_dir:
             shutil.rmtree(model_dir, ignore_errors=True)
+        if revision_root:
+            shutil.rmtree(revision_root, ignore_errors=True)
 
     if len(errors) == len(names):
         raise RuntimeError("every contender failed:\n" + "\n".join(errors.values()))
@@ -629,6 +665,14 @@ def benchmark(args: argparse.Namespace, log=print, keep_going: bool = False) -> 
     if built:
         summary["model_parameters"] = built["parameters"]
     summary.update({name: {"error": errors[name]} if name in errors else summarize(rs) for name, rs in results.items()})
+    if args.compare_to and all(name in results and name not in errors for name in names):
+        now, then = summary["ours"], summary[names[1]]
+        summary["ratio_vs_rev"] = round(now["completions_per_s"] / then["completions_per_s"], 3)
+        summary["ratio_vs_rev_cpu"] = round(now["completions_per_cpu_s"] / then["completions_per_cpu_s"], 3)
+        summary["ratio_vs_rev_per_round"] = [
+            round((totals(a["steps"])["completions"] / totals(a["steps"])["seconds"])
+                  / (totals(b["steps"])["completions"] / totals(b["steps"])["seconds"]), 3)
+            for a, b in zip(results["ours"], results[names[1]])]
     if all(name in results and name not in errors for name in ("ours", "trl")):
         ours, trl = summary["ours"], summary["trl"]
         summary["ratio_completions_per_s"] = round(ours["completions_per_s"] / trl["completions_per_s"], 2)

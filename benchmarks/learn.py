@@ -9,20 +9,25 @@
 Run from the repository root (it changes to it anyway). What it does, every step a `dapo-nb` command in a subprocess:
 
 1. Evaluates the base model (`model.pretrained_model_name_or_path`) greedily (`eval.num_samples=0`) on the shipped
-   test split `builtin:arithmetic/test` and on `builtin:arithmetic/test_rephrased`, the same arithmetic in wording
-   training never shows (data/README.md). Results are cached in OUT/base-<split>-<key>.json, the key a hash of every
-   setting the evaluation depends on and of the data file, so reruns skip them (`--fresh-base` recomputes).
+   test split `builtin:arithmetic/test` (the training sentence families) and on the held-out wording splits
+   (data/README.md): `builtin:arithmetic/test_heldout` (sentence families training never uses),
+   `builtin:arithmetic/test_rephrased` (the earlier one-style split, also held out) and
+   `builtin:arithmetic/test_handwritten` (60 problems written by hand). Results are cached in
+   OUT/base-<split>-<key>.json, the key a hash of every setting the evaluation depends on and of the data file, so
+   reruns skip them (`--fresh-base` recomputes).
 2. For each seed S: `dapo-nb train train.max_minutes=M train.seed=S train.run_name=learn-sS train.output_dir=OUT/sS
    train.checkpoint_dir=OUT/checkpoints` and no other key: the defaults are the recipe (plus any `--set key=value`).
    That seed's earlier results in OUT/sS and its checkpoints (OUT/checkpoints/learn-sS, inside OUT so that two
    folders, e.g. the ablation's arms, never share them) are replaced.
-3. Evaluates the run's last checkpoint on both splits and pairs it with the base model's evaluation of step 1 (same
+3. Evaluates the run's last checkpoint on every split and pairs it with the base model's evaluation of step 1 (same
    prompts, greedy, so the base is evaluated once, not per seed): McNemar's exact test on per-problem correctness
    (`dapo_nb.stats.paired_comparison`; `dapo-nb eval` prints `per_problem` in its JSON) gives a p-value.
 4. Prints a markdown table (seed, steps, pass@1 before -> after with its 95% Wilson interval, the difference, the
    p-value, format@1 after, the same for the rephrased split, the mean policy entropy over the last 3 steps, and
-   training minutes), then the mean +- sd over seeds of the differences. Writes it to OUT/table.md and everything
-   measured to OUT/summary.json; each command's output goes to a log in OUT (or OUT/sS), which an error names.
+   training minutes), then the mean +- sd over seeds of the differences, then a line per further split (heldout,
+   handwritten) with each seed's pass@1 before -> after, its 95% Wilson interval, the difference and McNemar's p.
+   Writes it to OUT/table.md and everything measured to OUT/summary.json; each command's output goes to a log in
+   OUT (or OUT/sS), which an error names.
 
 OUT is benchmarks/results/learn (git-ignored) unless --out says otherwise.
 """
@@ -53,7 +58,9 @@ from dapo_nb import runs  # noqa: E402
 from dapo_nb.runs import checkpoint_root  # noqa: E402
 from dapo_nb.stats import paired_comparison  # noqa: E402
 
-SPLITS = {"test": "builtin:arithmetic/test", "rephrased": "builtin:arithmetic/test_rephrased"}
+SPLITS = {"test": "builtin:arithmetic/test", "rephrased": "builtin:arithmetic/test_rephrased",
+          "heldout": "builtin:arithmetic/test_heldout", "handwritten": "builtin:arithmetic/test_handwritten"}
+TABLE_SPLITS = ("test", "rephrased")  # the table's own columns; every other split gets a line under it
 EVAL_KEYS = ["eval.num_samples=0"]  # greedy pass@1 / format@1 only
 ENTROPY_STEPS = 3  # "entropy at the end": the mean over this many last steps
 START = time.monotonic()
@@ -320,6 +327,14 @@ def table(results: list[SeedResult], base: dict[str, Score], target: float) -> s
         f"/{len(results)}; seeds whose rephrased pass@1 fell significantly (p < 0.05): "
         f"{sum(r.splits['rephrased'].diff < 0 and r.splits['rephrased'].p_value < 0.05 for r in results)}/{len(results)}.",
     ]
+    for split in SPLITS:
+        if split in TABLE_SPLITS or split not in base:
+            continue
+        seeds = [f"seed {r.seed} {pct(r.splits[split].before.pass1)} -> {pct(r.splits[split].after.pass1)} "
+                 f"[{pct(r.splits[split].after.pass1_ci95[0])}, {pct(r.splits[split].after.pass1_ci95[1])}] "
+                 f"({points(r.splits[split].diff)}, p={r.splits[split].p_value:.3g})" for r in results if split in r.splits]
+        lines.append(f"{split} ({SPLITS[split]}, n={base[split].num_prompts}): " + "; ".join(seeds)
+                     + f"; diff {mean_sd([r.splits[split].diff for r in results if split in r.splits])}.")
     return "\n".join(lines)
 
 

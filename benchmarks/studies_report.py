@@ -171,7 +171,7 @@ def front(folder: Path, out: list[str]) -> None:
                 f"cost: the sweep trained {len(trained)} runs ({trained['minutes'].sum():.0f} min of training, "
                 f"{trained['eval_minutes'].sum():.0f} min of evaluation); the soups reuse {len(ingredients)} of them "
                 f"({trained[trained['trial'].isin(ingredients)]['minutes'].sum():.0f} min of training) and add "
-                f"{len(soup_rows)} evaluations ({soup_rows['eval_minutes'].sum():.0f} min)", ""]
+                f"{int((soup_rows['eval_minutes'] > 0).sum())} evaluations of mixed weights ({soup_rows['eval_minutes'].sum():.0f} min)", ""]
 
 
 def main(argv=None) -> None:

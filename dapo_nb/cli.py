@@ -283,6 +283,13 @@ def cmd_train(args: list[str]) -> None:
     reward.check_columns(examples)  # as does a reward function that needs a column the data lacks
     if cfg.train.eval_every:
         reward.check_columns(_prompts(cfg, "test"))
+    data_parallel = None
+    if cfg.backend != "trl":
+        from .trainer import init_data_parallel
+
+        # launched by torchrun / accelerate launch (WORLD_SIZE > 1): refuse what cannot work before the model loads,
+        # join the process group and take this rank's GPU, so the model loads onto it
+        data_parallel = init_data_parallel(cfg)
     model, tokenizer = _load(cfg)
     if cfg.backend == "trl":
         import torch
@@ -299,10 +306,19 @@ def cmd_train(args: list[str]) -> None:
     else:
         from .trainer import Trainer
 
-        with _reading():  # the data, the tokenizer's chat template, train.resume's checkpoint
-            trainer = Trainer(cfg, model=model, tokenizer=tokenizer, reward=reward)
-        history = trainer.train()
-        checkpoint = trainer.checkpoint_root / f"step-{trainer.step}"
+        trainer = None
+        try:
+            with _reading():  # the data, the tokenizer's chat template, train.resume's checkpoint
+                trainer = Trainer(cfg, model=model, tokenizer=tokenizer, reward=reward)
+            history = trainer.train()
+            checkpoint = trainer.checkpoint_root / f"step-{trainer.step}"
+        finally:
+            if data_parallel.owns_group:  # N replicas (trainer.py): the group goes before interpreter shutdown, as above
+                import torch
+
+                trainer = None
+                gc.collect()
+                torch.distributed.destroy_process_group()
     last = history[-1] if history else {}
     keys = ["step", "reward", "rewards/correctness/mean", "rewards/format/mean", "completions/mean_length", "step_time"]
     if main_process:

@@ -191,6 +191,9 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = before each step, the cores other processes left free (cpu_threads.py)
     report_to: list[str] = field(default_factory=lambda: ["none"])  # trackers (TRL's names): none | tensorboard | wandb | trackio, or a list [tensorboard, wandb] (trackers.py)
     tracker_project: str = "dapo-nb"  # the W&B / Trackio project runs are logged to (train.run_name names the run)
+    weights_file: str = ""  # steer a headless run: a YAML mapping {objective: weight} re-read before each step when it changed
+    #                         and applied like a slider move (same checks; bad content is warned about once and the weights
+    #                         stay), logged as weights/<name>; under data parallel rank 0 reads it for every rank; "" = off (backend dapo_nb)
     eval_every: int = 0  # greedy pass@1 / format@1 on data.test_path every N steps and after the last, in that step's metrics (eval/*); 0 = off (backend dapo_nb)
     eval_prompts: int = 0  # held-out prompts evaluated during training (N spread evenly over the file); 0 = eval.max_prompts (0 there: all)
     eval_at_start: bool = False  # with eval_every: also evaluate before the first step of a fresh run (a step-0 metrics line of eval/* only)

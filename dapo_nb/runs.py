@@ -10,11 +10,15 @@ A fresh run renames an earlier run's logs (`metrics.before-<time>.jsonl`) instea
 its checkpoints to `<run_name>.before-<time>`, keeping the `train.keep_previous_runs` newest such sets (both printed
 with their size); a resumed run drops log lines written after the checkpoint it resumes from. An append that finds
 the disk full stops the run with a one-line DiskFullError. SIGTERM or a first Ctrl-C asks the running step to finish
-and save; a second Ctrl-C abandons it.
+and save; a second Ctrl-C abandons it. While our trainer trains, `<output_dir>/.training.lock` is held
+(`training_lock`): a second process training into the same folder (a copy started beside it, or N copies from a
+launcher that does not set RANK / WORLD_SIZE) is refused with one line instead of interleaving its logs and
+checkpoints with the first's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -30,11 +34,89 @@ from typing import Callable
 
 from .checkpoint import (DiskFullError, folder_bytes, format_bytes, free_bytes, fsync_path, is_disk_full,
                          latest_checkpoint, latest_trl_checkpoint, load_trainer_state)
-from .config import Config, from_dict, load_config
+from .config import Config, ConfigError, from_dict, load_config
+
+LOCK_FILE = ".training.lock"  # in a run's output folder while our trainer trains into it
 
 
 class UnfilledBatchError(RuntimeError):
     """dapo.on_unfilled=error and dynamic sampling found too few groups with signal (the run saves, then stops)."""
+
+
+class RunInUseError(ConfigError):
+    """Another process is training into this run's folder; the message names it and what to do."""
+
+
+def _in_use(output_dir: Path, holder: str) -> RunInUseError:
+    return RunInUseError(
+        f"another process ({holder.strip() or 'unknown'}) is training into {output_dir} ({LOCK_FILE} is held): two "
+        "runs there would overwrite each other's metrics and checkpoints. Wait for it, give this run another "
+        "train.run_name / train.output_dir, or launch N data-parallel replicas with `accelerate launch "
+        "--num_processes N` / `torchrun --nproc_per_node N`, which set RANK and WORLD_SIZE (README, 'Scaling out')")
+
+
+def _try_lock(fd: int, tries: int = 20) -> bool:
+    """flock(fd) exclusively without blocking, retrying for about a second (a `refuse_if_training` probe holds it
+    for an instant)."""
+    import fcntl
+
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < tries:
+                time.sleep(0.05)
+    return False
+
+
+def refuse_if_training(output_dir: Path) -> None:
+    """RunInUseError when another process holds `<output_dir>/.training.lock`; creates nothing (called before a run
+    renames or trims the folder's logs)."""
+    path = Path(output_dir) / LOCK_FILE
+    try:
+        import fcntl  # noqa: F401 - no locks where there is no fcntl (Windows)
+
+        fd = os.open(path, os.O_RDONLY)
+    except (ImportError, OSError):
+        return
+    try:
+        if not _try_lock(fd):
+            raise _in_use(Path(output_dir), path.read_text(errors="replace"))
+    finally:
+        os.close(fd)  # releases the probe's lock
+
+
+@contextmanager
+def training_lock(output_dir: Path):
+    """Hold `<output_dir>/.training.lock` (pid and host inside) while a run trains; RunInUseError when another
+    process holds it. Removed on exit; a killed process's lock is released by the system. Best effort: where the
+    file cannot be made (no fcntl, a full or read-only disk) the run goes on without it."""
+    output_dir = Path(output_dir)
+    path = output_dir / LOCK_FILE
+    try:
+        import fcntl  # noqa: F401
+
+        output_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        if not _try_lock(fd):
+            raise _in_use(output_dir, path.read_text(errors="replace"))
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode())
+        except OSError:  # a full disk: the lock holds without its note
+            pass
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    finally:
+        os.close(fd)
 
 
 @dataclass

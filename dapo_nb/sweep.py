@@ -81,7 +81,7 @@ RESULT_COLUMNS = {  # every column of results.csv, documented once; the README l
     "eval/reward": "the trial's own scalar reward on its greedy completions (weights differ between variations)",
     "eval/rewards/<name>/mean": "held-out mean of each objective of the study's reward (training's names)",
     "eval/avg@k": "sampled avg@k when eval.num_samples = k > 0",
-    "lambda": "soups: the interpolation weight of the first soup objective's policy",
+    "lambda": "soups: the interpolation weight of the first soup objective's policy (at 0 and 1 the row repeats the ingredient's own evaluation)",
     "ingredients": "soups: the two trials whose weights were mixed (space-separated)",
     "<dotted.key>": "one column per key a variation sets (its value in this trial)",
     "run_dir": "the trial's metrics.jsonl and rollouts.jsonl folder",
@@ -594,17 +594,23 @@ def run_trial(trial: Trial, study: dict, out_dir: str, workdir: str, keep_for_so
         elif trial.kind == "base":
             judged = load_config(overrides=trial.overrides).model.pretrained_model_name_or_path
         else:
-            row["lambda"], row["ingredients"] = trial.soup["lambda"], f"{trial.soup['a']} {trial.soup['b']}"
-            a, b = (json.loads((out_dir / "trials" / trial.soup[x] / "result.json").read_text())["checkpoint"]
-                    for x in ("a", "b"))
-            if not a or not b:
-                raise TrialFailed("a soup ingredient kept no weights (it failed, or keep.weights removed them)")
-            judged = str(folder / "weights")
-            _interpolate(Path(a), Path(b), trial.soup["lambda"], Path(judged))
-        metrics, row["eval_minutes"] = _evaluate(trial, judged, folder, workdir)
-        row.update(metrics)
-        if trial.kind == "soup":
-            shutil.rmtree(judged, ignore_errors=True)
+            lam = trial.soup["lambda"]
+            row["lambda"], row["ingredients"] = lam, f"{trial.soup['a']} {trial.soup['b']}"
+            a, b = (json.loads((out_dir / "trials" / trial.soup[x] / "result.json").read_text()) for x in ("a", "b"))
+            if lam in (0.0, 1.0):  # the ingredient itself: greedy evaluation of the same weights, already judged
+                row.update({k: v for k, v in (a if lam == 1.0 else b).items() if k.startswith("eval/")},
+                           eval_minutes=0.0)
+            else:
+                if not a["checkpoint"] or not b["checkpoint"]:
+                    raise TrialFailed("a soup ingredient kept no weights (it failed, or keep.weights removed them)")
+                judged = folder / "weights"
+                _interpolate(Path(a["checkpoint"]), Path(b["checkpoint"]), lam, judged)
+                metrics, row["eval_minutes"] = _evaluate(trial, str(judged), folder, workdir)
+                row.update(metrics)
+                shutil.rmtree(judged, ignore_errors=True)
+        if trial.kind != "soup":
+            metrics, row["eval_minutes"] = _evaluate(trial, judged, folder, workdir)
+            row.update(metrics)
     except TrialFailed as failure:
         row.update(status="failed", error=str(failure))
     except Exception as error:  # a bug of ours, or of a file the trial read: reported, the study goes on
@@ -874,10 +880,14 @@ class _TerminalProgress:
     def __init__(self, total: int):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc="study", unit="trial", dynamic_ncols=True)
-        self.last = ""
+        self.bar = tqdm(total=total, desc="study", unit="trial", dynamic_ncols=True, mininterval=30)
+        self.last, self.shown = "", None
 
     def __call__(self, state: Progress) -> None:
+        shown = (state.done + state.failed, state.running, state.failed)
+        if shown == self.shown:  # nothing new: tqdm redraws the elapsed time on its own schedule (a log stays short)
+            return
+        self.shown = shown
         self.bar.n = state.done + state.failed
         self.bar.set_postfix(running=state.running, failed=state.failed, refresh=False)
         self.bar.refresh()

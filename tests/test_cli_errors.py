@@ -24,7 +24,9 @@ from dapo_nb.data import load_prompts
 ROOT = Path(__file__).resolve().parents[1]
 DAPO_NB = Path(sys.executable).with_name("dapo-nb")  # the console script pip installed with the package
 BUILTIN = {"builtin:arithmetic/train": ("arithmetic/train.jsonl", 1000), "builtin:arithmetic/test": ("arithmetic/test.jsonl", 150),
-           "builtin:arithmetic/test_rephrased": ("arithmetic/test_rephrased.jsonl", 150)}
+           "builtin:arithmetic/test_rephrased": ("arithmetic/test_rephrased.jsonl", 150),
+           "builtin:arithmetic/test_heldout": ("arithmetic/test_heldout.jsonl", 150),
+           "builtin:arithmetic/test_handwritten": ("arithmetic/test_handwritten.jsonl", 60)}
 
 
 def dapo_nb(*args, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

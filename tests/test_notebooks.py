@@ -276,5 +276,5 @@ def test_05_studies_headless_runs_a_tiny_study_and_draws_its_front(workdir, tiny
     assert "check: 2 variations summarized over 2 seeds each" in found
     assert any(re.match(r"check: \d+ pairwise tests, \d+ significant at 5%", c) for c in found)
     assert any(re.match(r"check: front of correctness x clarity: [12] of 2 variations on it, hypervolume", c) for c in found)
-    assert "check: the sweep trained 4 runs" in " ".join(found) and "the soups reuse 4 of them and add 6 evaluations" in " ".join(found)
+    assert "check: the sweep trained 4 runs" in " ".join(found) and "the soups reuse 4 of them and add 2 evaluations of mixed weights" in " ".join(found)
     assert (out / "front.png").is_file() and len(found) == len(work_cells(nb)) and images(nb) >= 1

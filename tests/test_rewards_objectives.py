@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from dapo_nb.rewards import (
-    OBJECTIVES,
     SEED_WEIGHTS,
     MultiObjectiveReward,
     ObjectiveError,

@@ -1,13 +1,15 @@
 """Prompt files shipped inside the package, named `builtin:<task>/<split>` wherever a data path goes.
 
     builtin:arithmetic/train   1000 arithmetic word problems (dapo_nb/arithmetic.py; data/README.md)
-    builtin:arithmetic/test    150 held-out problems of the same task
-    builtin:arithmetic/test_rephrased  150 held-out problems, the same arithmetic in wording training never shows
+    builtin:arithmetic/test    150 held-out problems of the same task (the same sentence families as train)
+    builtin:arithmetic/test_heldout    150 held-out problems told with sentence families training never uses
+    builtin:arithmetic/test_rephrased  150 held-out problems in an older held-out style (now part of those families)
+    builtin:arithmetic/test_handwritten  60 problems written by hand, in situations and wording of their own
 
 They are the defaults of `data.train_path` and `data.test_path`, so `dapo-nb train|eval|smoke|export verl` work from
 any directory with an installed package. Anything that is not a `builtin:` name is a user path (or a Hugging Face
 dataset name) and resolves against the working directory as usual: `resolve` passes it through unchanged.
-In a clone, `data/train.jsonl`, `data/test.jsonl` and `data/test_rephrased.jsonl` are links to these files.
+In a clone, the files of `data/` (`train.jsonl`, `test.jsonl`, ...) are links to these files.
 
 No torch and no third-party imports here: `dapo-nb export verl` and `dapo-nb keys` stay light.
 """
