@@ -42,7 +42,8 @@ left at torch's default unless `--threads` is given). On `cuda` each contender a
 `benchmarks/bench_gpu.py` (`make bench-gpu`) runs the GPU comparison with this script.
 
 How it runs: every contender runs in its own subprocess (so peak RSS, `ru_maxrss`, is its own), for `--rounds`
-rounds, alternating ours / trl, because this shared machine is noisy. In each subprocess one untimed warm-up
+rounds, alternating ours / trl (who goes first rotates each round, so an order effect cannot pass for a speed
+difference), because this shared machine is noisy. In each subprocess one untimed warm-up
 step is followed by `--steps` timed steps; the time of a step runs from the end of the previous step to the end
 of this one (everything the trainer does per step; model loading and our final checkpoint are excluded).
 
@@ -617,7 +618,8 @@ def benchmark(args: argparse.Namespace, log=print, keep_going: bool = False) -> 
             f"{built['process_s']:.0f} s")
     try:
         for round_ in range(args.rounds):
-            for name in [n for n in names if n not in errors]:
+            order = names[round_ % len(names):] + names[:round_ % len(names)]  # who runs first rotates: A B, B A, ...
+            for name in [n for n in order if n not in errors]:
                 settings = Settings(data=str(Path(args.data).resolve()), prompts=args.prompts,
                                     group_size=args.group_size, max_new_tokens=args.max_new_tokens, steps=args.steps,
                                     threads=threads, learning_rate=args.lr, seed=args.seed + round_,

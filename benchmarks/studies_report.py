@@ -116,6 +116,8 @@ def scalarizers(folder: Path, out: list[str]) -> None:
     base = table[table["kind"] == "base"]
     tests = []
     for (a, ga), (b, gb) in itertools.combinations(trained.groupby("variation", sort=False), 2):
+        if min(len(ga), len(gb)) < 2:  # a study still running: Welch needs two runs a side
+            continue
         for metric in metrics:
             test = welch_test(ga[metric], gb[metric])
             tests.append({"a": a, "b": b, "metric": metric.replace("eval/rewards/", "").replace("/mean", ""),
@@ -126,7 +128,7 @@ def scalarizers(folder: Path, out: list[str]) -> None:
     if len(base):
         out += ["base model: " + ", ".join(f"{m.replace('eval/rewards/', '').replace('/mean', '')} {base.iloc[0][m]:.3f}"
                                            for m in metrics), ""]
-    significant = tests[tests["significant"]]
+    significant = tests[tests["significant"]] if len(tests) else tests
     out += [f"{len(tests)} pairwise Welch tests, {len(significant)} significant at 5%:", "",
             table_md(significant) if len(significant) else "(none)", "", "<details><summary>all tests</summary>", "",
             table_md(tests), "", "</details>", ""]
@@ -144,7 +146,7 @@ def front(folder: Path, out: list[str]) -> None:
     soups = summarize_study(soup_rows, ["eval/pass@1", x, y], by="lambda") if len(soup_rows) else None
     figure = plots.plot_study_front(summary, stats, x, y, soups=soups, names=[a, b])
     figure.savefig(REPO / "docs" / "study_front.png", dpi=110)
-    points = stats["points"].merge(summary, on=["variation", "n", x, y])
+    points = stats["points"].merge(summary.drop(columns=[x, y]), on=["variation", "n"])  # not on float means
     shown = pd.DataFrame({
         "variation": points["variation"], "n": points["n"],
         a: [fmt(r[x], r[f"{x}_ci95_low"], r[f"{x}_ci95_high"]) for _, r in points.iterrows()],

@@ -1,8 +1,8 @@
 """`dapo-nb` command line: Hydra-like `key=value` overrides on top of defaults and an optional YAML file.
 
     dapo-nb train [config.yaml] [key=value ...]   DAPO training; metrics in runs/<run>, checkpoints in checkpoints/<run>
-                                                  (backend=trl: TRL's GRPOTrainer; data parallel with
-                                                  `accelerate launch --num_processes N -m dapo_nb.cli train backend=trl ...`)
+                                                  (backend=trl: TRL's GRPOTrainer; data parallel over N processes:
+                                                  `accelerate launch --num_processes N -m dapo_nb.cli train ...`)
     dapo-nb eval  [config.yaml] [key=value ...]   greedy pass@1 and sampled avg@k on data.test_path; JSON summary last
     dapo-nb smoke [config.yaml] [key=value ...]   load the policy, sample a few rollouts, print them
     dapo-nb sweep STUDY.yaml out_dir=DIR [key=value ...]
@@ -61,8 +61,8 @@ USAGE = {
 DAPO training on data.train_path (default builtin:arithmetic/train, the task shipped with the package).
 Prints the resolved config, then one JSON summary line (run, metrics file, last checkpoint, last step's metrics).
 Metrics go to runs/<train.run_name>/metrics.jsonl, checkpoints to <train.checkpoint_dir>/<train.run_name>/step-N.
-backend=trl trains with TRL's GRPOTrainer instead; data parallel over N processes:
-  accelerate launch --num_processes N -m dapo_nb.cli train backend=trl ...
+backend=trl trains with TRL's GRPOTrainer instead. Data parallel over N processes (either trainer; README
+"Scaling out"): accelerate launch --num_processes N -m dapo_nb.cli train ...   (or torchrun --nproc_per_node N)
 {_CONFIG_ARGS}
 
 examples:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -290,6 +291,13 @@ def plot_pareto(points, names: Sequence[str], labels: Sequence[str] | None = Non
     return fig
 
 
+def _short_label(label) -> str:
+    """'reward.weights={"correctness": 0.33, "clarity": 0.67}' -> 'weights=correctness: 0.33, clarity: 0.67'."""
+    text = re.sub(r'[{}"]', "", str(label))
+    text = re.sub(r"\b\w+\.(?=\w+=)", "", text)  # the dotted key's group: reward.weights= -> weights=
+    return text if len(text) <= 44 else text[:43] + "…"
+
+
 def plot_study_front(summary: pd.DataFrame, front: Mapping, x: str, y: str, soups: pd.DataFrame | None = None,
                      by: str = "variation", names: Sequence[str] | None = None) -> Figure:
     """A study in the plane of two held-out objectives: each variation's mean over seeds with its 95% intervals
@@ -313,7 +321,7 @@ def plot_study_front(summary: pd.DataFrame, front: Mapping, x: str, y: str, soup
     on = points[points["on_front"]].sort_values(x)
     ax.plot(on[x], on[y], "-", color="tab:red", lw=1.5, label="Pareto front of the means")
     for label, row in points.iterrows():
-        ax.annotate(str(label)[:32], (row[x], row[y]), textcoords="offset points", xytext=(5, 4), fontsize="x-small")
+        ax.annotate(_short_label(label), (row[x], row[y]), textcoords="offset points", xytext=(5, 4), fontsize="x-small")
     if soups is not None and len(soups):
         order = soups.sort_values("lambda")
         ax.errorbar(order[x], order[y], xerr=bars(order, x), yerr=bars(order, y), fmt="s--", color="tab:green",

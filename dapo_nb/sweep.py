@@ -51,6 +51,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -768,6 +769,7 @@ def _run_on_ray(study: Study, trials: list[Trial], todo: list[Trial], out_dir: P
                 report) -> None:
     ray = _ray()
     started = _start_ray(study.sweep)
+    restore_sigterm = _sigterm_as_ctrl_c()
     task = ray.remote(run_trial).options(num_cpus=study.sweep.cpus_per_trial, num_gpus=study.sweep.gpus_per_trial,
                                          max_retries=0)
     plain = json.loads(json.dumps(dataclasses.asdict(study), default=str))
@@ -811,7 +813,7 @@ def _run_on_ray(study: Study, trials: list[Trial], todo: list[Trial], out_dir: P
             state.running = len(in_flight)
             if durations:
                 state.seconds_per_trial = sum(durations) / len(durations)
-                parallel = max(1, min(limit, len(in_flight) or 1))
+                parallel = max(1, min(limit, len(waiting) + len(in_flight)))  # what runs at once from here on
                 state.seconds_left = state.seconds_per_trial * (len(waiting) + len(in_flight)) / parallel
             report(state)
     except KeyboardInterrupt:
@@ -828,8 +830,23 @@ def _run_on_ray(study: Study, trials: list[Trial], todo: list[Trial], out_dir: P
               flush=True)
         raise
     finally:
+        restore_sigterm()
         if started:
             ray.shutdown()
+
+
+def _sigterm_as_ctrl_c() -> Callable[[], None]:
+    """SIGTERM (`kill`, a cluster scheduler's preemption, a study started with nohup, whose Ctrl-C is ignored) stops
+    the study as Ctrl-C does: running trials cancelled, finished ones kept, exit 130; the same command continues.
+    Installed after ray.init, whose own SIGTERM handler aborts the driver. Returns what restores the previous one."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _release_ingredients(study: Study, trials: list[Trial], out_dir: Path) -> None:

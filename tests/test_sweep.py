@@ -130,7 +130,9 @@ def test_a_notebook_as_the_trial_keeps_its_executed_copy(tmp_path, model_dir, da
     assert executed.is_file() and '"check: ' in executed.read_text()
 
 
-def test_ctrl_c_stops_the_running_trials_and_a_rerun_continues(tmp_path, model_dir, data_file):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_the_running_trials_and_a_rerun_continues(tmp_path, model_dir, data_file, stop):
+    """Ctrl-C, and SIGTERM (`kill`, a scheduler, a study under nohup whose SIGINT is ignored), stop it the same way."""
     study = tiny_study(tmp_path, model_dir, data_file, grid={"reward.weights.clarity": [0.0, 0.5, 1.0]}, seeds=[0])
     out = tmp_path / "study"
     command = [sys.executable, "-m", "dapo_nb.cli", "sweep", str(study), f"out_dir={out}", "sweep.max_concurrent=1"]
@@ -140,7 +142,7 @@ def test_ctrl_c_stops_the_running_trials_and_a_rerun_continues(tmp_path, model_d
         time.sleep(0.5)
     assert process.poll() is None, process.communicate()
     time.sleep(3)  # the next trial is training now
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
     assert "dapo-nb sweep: interrupted" in stderr
