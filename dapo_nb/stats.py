@@ -129,12 +129,13 @@ def welch_test(a, b, alpha: float = 0.05) -> dict:
     b = [float(v) for v in b if math.isfinite(float(v))]
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f"Welch's test needs at least 2 runs on each side (got {len(a)} and {len(b)})")
-    result = scipy_stats.ttest_ind(a, b, equal_var=False)
     ma, mb = math.fsum(a) / len(a), math.fsum(b) / len(b)
-    t, p = float(result.statistic), float(result.pvalue)
-    df = float(getattr(result, "df", math.nan))
-    if not math.isfinite(t):  # both samples constant: no spread to test against
+    if len(set(a)) == 1 and len(set(b)) == 1:  # both samples constant: no spread to test against
         t, p = (0.0, 1.0) if ma == mb else (math.copysign(math.inf, ma - mb), 0.0)
+        df = float(len(a) + len(b) - 2)
+    else:
+        result = scipy_stats.ttest_ind(a, b, equal_var=False)
+        t, p, df = float(result.statistic), float(result.pvalue), float(getattr(result, "df", math.nan))
     return {"test": "Welch t (two-sided)", "diff": ma - mb, "t": t, "df": df, "p_value": p, "alpha": alpha,
             "significant": p < alpha, "n": (len(a), len(b))}
 
