@@ -136,7 +136,9 @@ def test_ctrl_c_stops_the_running_trials_and_a_rerun_continues(tmp_path, model_d
     study = tiny_study(tmp_path, model_dir, data_file, grid={"reward.weights.clarity": [0.0, 0.5, 1.0]}, seeds=[0])
     out = tmp_path / "study"
     command = [sys.executable, "-m", "dapo_nb.cli", "sweep", str(study), f"out_dir={out}", "sweep.max_concurrent=1"]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal's Ctrl-C delivers it, even when this test runs in a background job that ignores SIGINT
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(list(out.glob("trials/*/result.json"))) < 1:
         time.sleep(0.5)
