@@ -325,7 +325,7 @@ class Trainer:
         self._last_step, self._deadline = cfg.train.total_steps, math.inf  # where train() will stop (its own call's)
         self._weights_file_seen = None  # train.weights_file: the (mtime, size) last read, "missing" when absent
         self.weight_changes: list[dict] = []  # each change train.weights_file made: after_step, what, value
-        self._dp_gid = torch.zeros(0, dtype=torch.long)  # data parallel: global id of each local group of this step
+        self._dp_gid = torch.zeros(0, dtype=torch.long)  # data parallel, host: global id of each local group of this step
         self._dp_groups = 0  # data parallel: groups kept over all ranks this step
         if self.dp.main:  # another process training into the same folder (a launcher we do not know) is refused
             refuse_if_training(self.output_dir)
@@ -484,7 +484,7 @@ class Trainer:
             start = base + sum(taken[: self.dp.rank])
             ids += range(start, start + taken[self.dp.rank])
             base += sum(taken)
-        return torch.tensor(ids, dtype=torch.long), base
+        return torch.tensor(ids, dtype=torch.long), base  # host, like ScoredRollout.group_ids
 
     def _generation_stats(self, seen: list[ScoredRollout], rewards: list[RewardBatch]) -> dict:
         """Reward and length metrics over every completion sampled this step (TRL's names); host tensors only."""
@@ -524,6 +524,8 @@ class Trainer:
         return dapo.group_advantages(scores, group_ids, std_scale)
 
     def _global_advantages(self, batch: ScoredRollout | None) -> torch.Tensor:
+        # host bookkeeping on host tensors (ScoredRollout's group_ids and scores), as the one-process path; update()
+        # moves the advantages to the device
         ids = self._dp_gid[batch.group_ids] if batch is not None else torch.zeros(0, dtype=torch.long)  # (n,) global
         scores = batch.scores if batch is not None else torch.zeros(0)
         parts = self.dp.gather((ids.tolist(), scores.tolist()))
@@ -558,7 +560,7 @@ class Trainer:
         temperature = 1.0 if self.greedy else cfg.sampling.temperature
         if sharded:  # global ids 0..K-1, their token and sequence counts over all ranks, and which are this rank's
             group_tokens, group_seqs = self._global_token_counts(batch, tokens_per_row if rollout is not None else None)
-            groups = torch.arange(self._dp_groups)
+            groups = torch.arange(self._dp_groups)  # host, as batch.group_ids.unique() below
             local_of = {g: i for i, g in enumerate(self._dp_gid.tolist())}
         else:
             groups = batch.group_ids.unique()  # host
