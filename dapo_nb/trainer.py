@@ -325,7 +325,7 @@ class Trainer:
         self._last_step, self._deadline = cfg.train.total_steps, math.inf  # where train() will stop (its own call's)
         self._weights_file_seen = None  # train.weights_file: the (mtime, size) last read, "missing" when absent
         self.weight_changes: list[dict] = []  # each change train.weights_file made: after_step, what, value
-        self._dp_gid = torch.zeros(0, dtype=torch.long)  # data parallel, host: global id of each local group of this step
+        self._dp_gid = torch.zeros(0, dtype=torch.long)  # data parallel, host: global id of each local group
         self._dp_groups = 0  # data parallel: groups kept over all ranks this step
         if self.dp.main:  # another process training into the same folder (a launcher we do not know) is refused
             refuse_if_training(self.output_dir)
