@@ -18,7 +18,8 @@ What it prints (and writes to `--md`): a line per arm (folder, --set keys, minut
 the base model's test pass@1), then a markdown table, one row per arm: seeds (an arm with fewer seeds than the
 others says so); training steps done (mean; those that updated the policy); held-out test pass@1 after training,
 mean +- sd over seeds; its difference from the base model in points, mean +- sd; seeds whose own gain is significant
-(McNemar p < 0.05, paired by problem); the same difference on the rephrased split; policy entropy at the end (mean
+(McNemar p < 0.05, paired by problem); the same difference on each other split the summaries have (rephrased;
+heldout and handwritten, the wording training never sees, in learn.py runs since they exist); policy entropy at the end (mean
 of the last 3 steps, learn.py's figure), mean +- sd; training-rollout correctness (`rewards/correctness/mean`, over
 every completion sampled in a step, dynamic sampling's dropped groups included) over the last 3 steps, mean over
 seeds. Under it, per arm other than the reference: the difference of mean test pass@1 (and of entropy) from the
@@ -49,6 +50,9 @@ sys.path.insert(0, str(ROOT))  # dapo_nb from this checkout
 
 from dapo_nb.runs import read_metrics as read_metrics_lines  # noqa: E402
 TAIL_STEPS = 3  # "at the end": the mean over this many last steps
+# learn.py's splits besides test, each a column of differences when a summary has it (summaries from before the
+# held-out wording splits have only rephrased); heldout and handwritten are the independent checks of transfer
+OTHER_SPLITS = ("rephrased", "heldout", "handwritten")
 CURVES = [("entropy", "policy entropy"), ("rewards/correctness/mean", "training correctness (rollouts)"),
           ("completions/mean_length", "mean completion length (tokens)")]
 # two-sided 5% critical values of Student's t by degrees of freedom; a df between two keys takes the smaller key's
@@ -72,7 +76,7 @@ class SeedRun:
     test_after: float
     test_diff: float
     test_p: float
-    rephrased_diff: float
+    split_diffs: dict[str, float]  # the other splits' pass@1 after - before, in points/100 (rephrased, heldout, ...)
     rows: list[dict] = field(repr=False)  # metrics.jsonl's training-step lines
 
     def tail(self, column: str) -> float | None:
@@ -90,6 +94,9 @@ class Arm:
 
     def values(self, attribute: str) -> list[float]:
         return [float(v) for v in (getattr(r, attribute) for r in self.runs) if finite(v)]
+
+    def split_diffs(self, split: str) -> list[float]:
+        return [r.split_diffs[split] for r in self.runs if finite(r.split_diffs.get(split))]
 
 
 # ----------------------------------------------------------------------------
@@ -133,13 +140,17 @@ def load_arm(name: str, folder: Path) -> Arm:
     for result in results:
         try:
             seed, training = int(result["seed"]), result["training"]
-            test, rephrased = result["splits"]["test"], result["splits"]["rephrased"]
+            test = result["splits"]["test"]
+            others = {split: float(result["splits"][split]["diff"]) for split in OTHER_SPLITS
+                      if split in result["splits"]}
+            if "rephrased" not in others:
+                raise KeyError("splits.rephrased")
             entropy = training.get("entropy_end")
             run = SeedRun(seed=seed, steps=int(training["steps"]), updated_steps=training.get("updated_steps"),
                           step_minutes=training.get("step_minutes"), entropy_end=entropy if finite(entropy) else None,
                           test_before=float(test["before"]["pass1"]), test_after=float(test["after"]["pass1"]),
                           test_diff=float(test["diff"]), test_p=float(test["p_value"]),
-                          rephrased_diff=float(rephrased["diff"]), rows=[])
+                          split_diffs=others, rows=[])
         except KeyError as error:
             raise AblationError(f"arm {name!r}: {path}: a seed result without {error} (not learn.py's summary.json?)") from None
         except (TypeError, ValueError, AttributeError) as error:
@@ -229,11 +240,13 @@ def seeds_cell(arm: Arm, most: int) -> str:
 
 def table(arms: list[Arm]) -> str:
     most = max(len(a.runs) for a in arms)
+    splits = [split for split in OTHER_SPLITS if any(arm.split_diffs(split) for arm in arms)]
     lines = [
         "| arm | seeds | steps done, mean (updated) | test pass@1 after, % (mean +- sd) | diff vs base, points "
-        "(mean +- sd) | seeds with a significant gain (McNemar p < 0.05) | rephrased diff, points (mean +- sd) "
-        f"| entropy at the end (mean +- sd) | training correctness, last {TAIL_STEPS} steps (mean) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "(mean +- sd) | seeds with a significant gain (McNemar p < 0.05) | "
+        + "".join(f"{split} diff, points (mean +- sd) | " for split in splits)
+        + f"entropy at the end (mean +- sd) | training correctness, last {TAIL_STEPS} steps (mean) |",
+        "|---|---|---:|---:|---:|---:|" + "---:|" * len(splits) + "---:|---:|",
     ]
     for arm in arms:
         updated = arm.values("updated_steps")
@@ -243,9 +256,18 @@ def table(arms: list[Arm]) -> str:
         lines.append(
             f"| {arm.name} | {seeds_cell(arm, most)} | {steps} | {pm(arm.values('test_after'))} | "
             f"{pm(arm.values('test_diff'), sign=True)} | {gains}/{len(arm.runs)} | "
-            f"{pm(arm.values('rephrased_diff'), sign=True)} | {pm(arm.values('entropy_end'), scale=1, digits=3)} | "
-            f"{num(mean(correctness), scale=1, digits=3)} |")
+            + "".join(f"{pm(arm.split_diffs(split), sign=True)} | " for split in splits)
+            + f"{pm(arm.values('entropy_end'), scale=1, digits=3)} | {num(mean(correctness), scale=1, digits=3)} |")
     return "\n".join(lines)
+
+
+def welch_note(a: list[float], b: list[float], before: str, after: str) -> str:
+    """Welch's t of a against b with its verdict at 5%, between `before` and `after`; "" without a t."""
+    test = welch(a, b)
+    if test is None:
+        return ""
+    verdict = "significant at 5%" if abs(test["t"]) > test["critical"] else "not significant at 5%"
+    return f"{before}Welch t = {test['t']:.2f} on {test['df']:.1f} df, {verdict}{after}"
 
 
 def comparison(arm: Arm, ref: Arm) -> str:
@@ -259,13 +281,13 @@ def comparison(arm: Arm, ref: Arm) -> str:
         verdict = "significant at 5%" if abs(test["t"]) > test["critical"] else "not significant at 5%"
         text += (f"; Welch t = {test['t']:.2f} on {test['df']:.1f} df, |t| > {test['critical']:.2f} needed: {verdict} "
                  f"(these seeds could detect only a difference beyond about {num(test['detectable'])} points)")
+    for split in ("heldout", "handwritten"):  # the independent checks of transfer, where both arms have them
+        da, db = arm.split_diffs(split), ref.split_diffs(split)
+        if da and db:
+            text += f". {split} gain {num(mean(da), sign=True)} vs {num(mean(db), sign=True)} points" + welch_note(da, db, " (", ")")
     ea, eb = arm.values("entropy_end"), ref.values("entropy_end")
     if ea and eb:
-        text += f". Entropy at the end {mean(ea):.3f} vs {mean(eb):.3f} ({mean(ea) - mean(eb):+.3f})"
-        etest = welch(ea, eb)
-        if etest is not None:
-            verdict = "significant at 5%" if abs(etest["t"]) > etest["critical"] else "not significant at 5%"
-            text += f", Welch t = {etest['t']:.2f} on {etest['df']:.1f} df ({verdict})"
+        text += f". Entropy at the end {mean(ea):.3f} vs {mean(eb):.3f} ({mean(ea) - mean(eb):+.3f})" + welch_note(ea, eb, ", ", "")
     return text + "."
 
 

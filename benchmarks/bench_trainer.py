@@ -240,7 +240,16 @@ def run_ours(s: Settings, workdir: Path) -> dict:
 
     import dapo_nb.trainer as trainer_module
     from dapo_nb.config import load_config
-    from dapo_nb.models import policy_from_config
+
+    try:
+        from dapo_nb.models import policy_from_config
+    except ImportError:  # revisions before 95a935f (the regression guard's --compare-to) spelled the options out
+        from dapo_nb.models import load_policy
+
+        def policy_from_config(m):
+            return load_policy(m.pretrained_model_name_or_path, force_float32=m.force_float32, dtype=m.dtype,
+                               device_map=m.device_map, gradient_checkpointing=m.gradient_checkpointing,
+                               trust_remote_code=m.trust_remote_code)
 
     if s.threads:
         torch.set_num_threads(s.threads)

@@ -86,16 +86,18 @@ def test_table_figure_and_comparison(arms, tmp_path, capsys):
     text = md.read_text()
     assert text.strip() in out
 
-    # arm | seeds | steps | test after | diff | significant | rephrased diff | entropy | correctness, last 3 steps
+    # arm | seeds | steps | test after | diff | significant | rephrased, heldout, handwritten diffs | entropy |
+    # correctness, last 3 steps (every split of the fixture has the same per-problem results)
     assert row(text, "recipe") == ["recipe", "3 (0, 1, 2)", "5.0 (5.0)", "65.0 +- 5.0", "+45.0 +- 5.0", "3/3",
-                                   "+45.0 +- 5.0", "0.500 +- 0.100", "0.400"]
+                                   *["+45.0 +- 5.0"] * 3, "0.500 +- 0.100", "0.400"]
     assert row(text, "no-ds") == ["no-ds", "2 (0, 1): fewer than 3", "5.0 (5.0)", "45.0 +- 7.1", "+25.0 +- 7.1", "1/2",
-                                  "+25.0 +- 7.1", "0.250 +- 0.071", "0.400"]
+                                  *["+25.0 +- 7.1"] * 3, "0.250 +- 0.071", "0.400"]
     comparison = next(line for line in text.splitlines() if line.startswith("- **no-ds** vs **recipe**"))
     assert "45.0% vs 65.0% (2 vs 3 seeds): -20.0 points" in comparison
     # Welch: se = sqrt(0.05^2/3 + 0.0707^2/2) = 5.77 points, t = -3.46 on 1.7 df -> the df-1 critical value 12.71
     assert "t = -3.46 on 1.7 df, |t| > 12.71 needed: not significant at 5%" in comparison
     assert "beyond about 73.4 points" in comparison
+    assert "heldout gain +25.0 vs +45.0 points (Welch t = -3.46 on 1.7 df, not significant at 5%)" in comparison
     assert "--set dapo.dynamic_sampling=false" in text and "2.00 generation batches per step" in text
     assert "note:" not in text  # same base model, minutes and held-out evaluation
     assert png.is_file() and png.stat().st_size > 10_000
@@ -122,3 +124,21 @@ def test_missing_files_give_one_line_errors(arms, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         ablation.main(["--arm", f"{recipe}"])  # no NAME=
     assert exit_info.value.code == 2
+
+
+def test_summaries_from_before_the_heldout_splits(arms, tmp_path):
+    """A learn.py summary with only test and rephrased (written before heldout / handwritten existed) still reads;
+    the table then has the rephrased column only, and the comparison no heldout line."""
+    recipe, no_ds = arms
+    for folder in arms:
+        path = folder / "summary.json"
+        summary = json.loads(path.read_text())
+        for result in summary["results"]:
+            for split in ("heldout", "handwritten"):
+                del result["splits"][split]
+        path.write_text(json.dumps(summary))
+    md = tmp_path / "old.md"
+    assert ablation.main(["--arm", f"recipe={recipe}", "--arm", f"no-ds={no_ds}", "--no-png", "--md", str(md)]) == 0
+    text = md.read_text()
+    assert "rephrased diff" in text and "heldout diff" not in text and "heldout gain" not in text
+    assert row(text, "recipe")[6:] == ["+45.0 +- 5.0", "0.500 +- 0.100", "0.400"]
