@@ -84,15 +84,16 @@ def main(argv=None) -> None:
     seconds = time.perf_counter() - start
     lengths = rollout.lengths.tolist()
     prompt_len = int(rollout.prompt_mask.sum(1).float().mean())
-    # decode FLOPs: each generated token of each row: 2 x (decoder + head) matmul FLOPs + attention over its context
-    flops = sum(2 * (decoder + head) + 4 * config.num_hidden_layers * (prompt_len + t) * config.hidden_size
-                for n in lengths for t in range(n))
+
+    def token_flops(t: int) -> int:  # one row's token at decode step t: matmuls + attention over its context
+        return 2 * (decoder + head) + 4 * config.num_hidden_layers * (prompt_len + t) * config.hidden_size
+
+    flops = sum(token_flops(t) for n in lengths for t in range(n))  # the tokens kept
     steps = rollout.completion_ids.shape[1]
     weight_bytes = 4 * (decoder + head)
     bound = steps * weight_bytes / (limits["bandwidth_gbs"] * 1e9)
     # the loop computes every row at every step, finished ones too: that work, whether kept or not
-    computed = sum(2 * (decoder + head) + 4 * config.num_hidden_layers * (prompt_len + t) * config.hidden_size
-                   for t in range(steps)) * rows
+    computed = sum(token_flops(t) for t in range(steps)) * rows
     decode = {"seconds": seconds, "decode_steps": steps, "tokens": sum(lengths), "gflops": flops / seconds / 1e9,
               "computed_gflops": computed / seconds / 1e9,
               "share_of_matmul_peak": flops / seconds / 1e9 / limits["matmul_gflops"],
