@@ -11,10 +11,11 @@ SmolLM2 tokenizer; see bench_trainer.py `--model`):
   1.7b  SmolLM2-1.7B architecture, 8 prompts x G=8 x 256 new tokens, micro-batch 8 (ours `ppo.micro_batch_size=8`;
         TRL per-device batch 8 with 8 gradient-accumulation steps: one optimizer step per generation batch in both)
   tiny  hidden 32, 2 layers, 2 prompts x G=2 x 8 tokens: checks this script end to end, not a measurement
-Both contenders: float32, 1 untimed warm-up step + `--steps` timed steps, one round each (ours, then TRL, each in its
-own process), the `text_hash` reward (a hash of the completion text, so every group has reward variance and trains),
-our dynamic sampling off, lr 1e-6 constant, torch's default threads. bench_trainer.py runs them; read it for how
-steps are timed. Random weights rarely emit EOS, so completions run to the token budget (fine for throughput).
+Both contenders: float32 (`--bf16`: bf16 mixed precision, TRL's default), 1 untimed warm-up step + `--steps` timed
+steps, one round each (ours, then TRL, each in its own process), the `text_hash` reward (a hash of the completion
+text, so every group has reward variance and trains), our dynamic sampling off, lr 1e-6 constant, torch's default
+threads. bench_trainer.py runs them; read it for how steps are timed. Random weights rarely emit EOS, so completions
+run to the token budget (fine for throughput).
 
 Output: bench_trainer's line per contender, each stamped with the seconds elapsed since the start, then one JSON line:
   device_name (`torch.cuda.get_device_name()`), versions (python, torch, transformers, trl), elapsed_s, and per model
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per contender (after 1 warm-up step)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--only", choices=["ours", "trl"], help="run a single contender")
+    ap.add_argument("--bf16", action="store_true", help="both in bf16 mixed precision (bench_trainer.py --bf16)")
     ap.add_argument("--data", default="data/train.jsonl", help="training prompts (their text only shapes the prompts)")
     ap.add_argument("--out", type=Path, help="also write the JSON summary to this file")
     args = ap.parse_args()
@@ -78,6 +80,7 @@ def main() -> None:
                 "--reward", "text_hash", "--threads", str(args.threads), "--data", args.data]
         argv += ["--tokenizer", args.tokenizer] if args.tokenizer else []
         argv += ["--only", args.only] if args.only else []
+        argv += ["--bf16"] if args.bf16 else []
         run_args = trainer_ap.parse_args(argv)
         bench_trainer.check_args(trainer_ap, run_args)
         log(f"{model}: benchmarks/bench_trainer.py {' '.join(argv)}")

@@ -5,6 +5,7 @@
                                                  [--with-dynamic] [--data data/train.jsonl] [--out summary.json]
                                                  [--model embedded|tiny|smollm2-135m|smollm2-1.7b] [--tokenizer DIR]
                                                  [--device cpu|cuda] [--reward objectives|text_hash] [--micro-batch N]
+                                                 [--bf16]
     .venv/bin/python benchmarks/bench_trainer.py --compare-to REV [--rounds 3] ...   # the regression guard
 
 The regression guard (`--compare-to REV`, a commit, tag or branch): our trainer at the working tree against our
@@ -27,6 +28,12 @@ What is compared (one optimizer step each = `--prompts` prompts x `--group-size`
 Shared: the model in float32 (TRL loads it by path), the same prompts in file order (no shuffling, so step k sees
 the same prompts in both), the same chat rendering (checked token for token), the same reward, sampling at
 temperature 1, the same lr (constant), grad clipping 1.0, micro-batch, torch threads and seed.
+
+Precision (`--bf16`): both in bf16 mixed precision, the weights and optimizer still float32: ours with
+`model.autocast=bf16` (rollouts and update forwards under bf16 autocast), TRL with `bf16=True` (its default:
+Accelerate wraps the model's forward in bf16 autocast, generation included). Without it both compute in float32. Ours
+reports `rollout_update_logprob_gap`, the mean |update - rollout| log-prob of a token before the first optimizer
+update (`logprobs/update_vs_rollout_abs_diff`): below 1e-4 in float32, what the lower precision costs under `--bf16`.
 
 The model (`--model`): `embedded` is the embedded SmolLM2-135M-Instruct (real weights). `tiny` (hidden 32, 2 layers),
 `smollm2-135m` and `smollm2-1.7b` are random-weight models built from a config of that architecture with the
@@ -83,6 +90,7 @@ from pathlib import Path
 RESULT_TAG = "BENCH_RESULT "
 WARMUP_STEPS = 1
 PHASES = ("generation", "reward", "other_scoring", "update")
+GAP = "logprobs/update_vs_rollout_abs_diff"  # our metric: mean |update - rollout| log-prob (~0 in float32)
 REWARDS = ("objectives", "text_hash")
 
 # Random-weight models: LlamaConfig fields of the real architectures (vocabulary, special tokens: the tokenizer's).
@@ -114,6 +122,7 @@ class Settings:
     device: str = "cpu"  # cpu | cuda
     reward: str = "objectives"  # objectives (our correctness + format) | text_hash
     micro_batch: int = 0  # sequences per forward/backward in the update; 0 = the whole batch
+    bf16: bool = False  # both in bf16 mixed precision (float32 weights): ours model.autocast=bf16, TRL bf16=True
 
 
 # ----------------------------------------------------------------------------
@@ -239,7 +248,7 @@ def run_ours(s: Settings, workdir: Path) -> dict:
     import torch
 
     import dapo_nb.trainer as trainer_module
-    from dapo_nb.config import load_config
+    from dapo_nb.config import ModelConfig, load_config
 
     try:
         from dapo_nb.models import policy_from_config
@@ -263,6 +272,8 @@ def run_ours(s: Settings, workdir: Path) -> dict:
         f"ppo.micro_batch_size={s.micro_batch}", *([f"train.threads={s.threads}"] if s.threads else []),
         # as TRL is given: temperature 1 and one optimizer update per generation batch (not the recipe's 0.7 and 2)
         "sampling.temperature=1.0", "ppo.mini_batch_size=0",
+        # the precision: float32, or bf16 autocast with --bf16 (revisions before model.autocast are float32 only)
+        *([f"model.autocast={'bf16' if s.bf16 else 'none'}"] if hasattr(ModelConfig, "autocast") or s.bf16 else []),
     ])
     t0 = time.perf_counter()
     model, tokenizer = policy_from_config(cfg.model)  # load_policy: onto the first GPU when there is one
@@ -302,7 +313,7 @@ def run_ours(s: Settings, workdir: Path) -> dict:
             completions=int(m.get("dynamic/num_gen_batches", 1)) * s.prompts * s.group_size,
             trained_completions=int(m.get("dynamic/groups_kept", s.prompts)) * s.group_size,
             tokens=m["num_generated_tokens"]))
-        steps[-1]["own_metrics"] = {k: m[k] for k in m if k.startswith("time/") or k == "step_time"}
+        steps[-1]["own_metrics"] = {k: m[k] for k in m if k.startswith("time/") or k in ("step_time", GAP)}
         steps[-1]["reward_mean"] = m["reward"]
         steps[-1]["qids"] = sorted(set(qids))
     return {"steps": steps, "setup_s": setup_s, "threads": torch.get_num_threads(), "peak_gpu_mib": peak_gpu_mib()}
@@ -345,7 +356,7 @@ def run_trl(s: Settings, workdir: Path) -> dict:
         raise ValueError(f"--micro-batch {micro} must divide prompts x G = {n}")
     args = GRPOConfig(
         output_dir=str(workdir / "trl"), report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
-        use_cpu=s.device == "cpu", bf16=False, fp16=False, gradient_checkpointing=False, use_vllm=False,
+        use_cpu=s.device == "cpu", bf16=s.bf16, fp16=False, gradient_checkpointing=False, use_vllm=False,
         model_init_kwargs={"dtype": torch.float32},
         per_device_train_batch_size=micro, gradient_accumulation_steps=n // micro,
         num_generations=s.group_size, max_completion_length=s.max_new_tokens, num_iterations=1,
@@ -525,6 +536,7 @@ def summarize(results: list[dict]) -> dict:
     all_steps = [step for r in results for step in r["steps"]]
     t = totals(all_steps)
     peaks_gpu = [r["peak_gpu_mib"] for r in results if r.get("peak_gpu_mib") is not None]
+    gaps = [step["own_metrics"][GAP] for step in all_steps if GAP in step.get("own_metrics", {})]
     return {
         "seconds_per_step": round(t["seconds"] / len(all_steps), 2),
         "completions_per_s": round(t["completions"] / t["seconds"], 3),
@@ -544,6 +556,7 @@ def summarize(results: list[dict]) -> dict:
         "setup_s": round(sum(r["setup_s"] for r in results) / len(results), 1),
         "process_s_per_round": [r["process_s"] for r in results],
         "threads": results[0]["threads"],
+        "rollout_update_logprob_gap": sum(gaps) / len(gaps) if gaps else None,  # ours: what bf16 costs
     }
 
 
@@ -573,6 +586,8 @@ def parser() -> argparse.ArgumentParser:
                     help="sequences per forward/backward in the update (0 = all prompts x G at once)")
     ap.add_argument("--compare-to", metavar="REV",
                     help="regression guard: our trainer here against our trainer at git revision REV, alternated")
+    ap.add_argument("--bf16", action="store_true",
+                    help="both in bf16 mixed precision, weights float32 (ours model.autocast=bf16, TRL bf16=True)")
     ap.add_argument("--out", type=Path, help="also write the JSON summary to this file")
     ap.add_argument("--child", choices=[*CONTENDERS, "build"], help=argparse.SUPPRESS)
     ap.add_argument("--settings", help=argparse.SUPPRESS)
@@ -614,7 +629,8 @@ def benchmark(args: argparse.Namespace, log=print, keep_going: bool = False) -> 
     errors: dict[str, str] = {}
     log(f"{args.model} model on {args.device}: {args.prompts} prompts x G={args.group_size} x {args.max_new_tokens} "
         f"tokens, {threads or 'default'} threads, {args.rounds} rounds x {args.steps} timed steps "
-        f"(+{WARMUP_STEPS} warm-up), {args.reward} reward, micro-batch {args.micro_batch or 'all'}; "
+        f"(+{WARMUP_STEPS} warm-up), {args.reward} reward, micro-batch {args.micro_batch or 'all'}, "
+        f"{'bf16 mixed precision' if args.bf16 else 'float32'}; "
         f"contenders: {', '.join(names)}")
     model_dir, built = "", None
     if args.model != "embedded":
@@ -633,7 +649,7 @@ def benchmark(args: argparse.Namespace, log=print, keep_going: bool = False) -> 
                                     group_size=args.group_size, max_new_tokens=args.max_new_tokens, steps=args.steps,
                                     threads=threads, learning_rate=args.lr, seed=args.seed + round_,
                                     dynamic_sampling=name == "ours_ds", model=model_dir, device=args.device,
-                                    reward=args.reward, micro_batch=args.micro_batch)
+                                    reward=args.reward, micro_batch=args.micro_batch, bf16=args.bf16)
                 load_before = os.getloadavg()[0]
                 try:
                     result = run_child(name.split("@")[0], asdict(settings), threads,
@@ -669,7 +685,7 @@ def benchmark(args: argparse.Namespace, log=print, keep_going: bool = False) -> 
         "settings": {"model": args.model, "device": args.device, "prompts": args.prompts, "group_size": args.group_size,
                      "max_new_tokens": args.max_new_tokens, "rounds": args.rounds, "steps": args.steps,
                      "threads": threads, "reward": args.reward, "micro_batch": args.micro_batch,
-                     "contenders": names},
+                     "bf16": args.bf16, "contenders": names},
         "device_name": env["device_name"],
         "versions": {k: env[k] for k in ("python", "torch", "transformers", "trl")},
     }

@@ -40,7 +40,7 @@ OPTIONS = {
     "backend": ("dapo_nb", "trl"),
     "trl.vllm_mode": ("colocate", "server"),
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),
-    "model.autocast": ("none", "bf16"),
+    "model.autocast": ("auto", "none", "bf16"),
     "dapo.on_unfilled": ("train", "skip", "error"),
     "train.on_disk_full": ("stop", "skip"),
     "dapo.loss_agg": LOSS_AGGS,
@@ -80,8 +80,9 @@ class ModelConfig:
     dtype: str = "auto"  # used when force_float32=false: auto (bf16 on capable GPUs) | float32 | bfloat16 | float16
     device_map: str | None = None  # `auto` shards one model across visible GPUs (model parallel, as in the seed)
     gradient_checkpointing: bool = False  # trade compute for activation memory in the update pass
-    autocast: str = "none"  # none | bf16: rollouts and update forward passes under bf16 autocast, weights and optimizer
-    #                         stay in their dtype, log-softmax in float32; metric logprobs/update_vs_rollout_abs_diff shows the cost
+    autocast: str = "auto"  # auto | none | bf16: rollouts and update forward passes under bf16 autocast, weights and
+    #                         optimizer stay in their dtype, log-softmax in float32; metric logprobs/update_vs_rollout_abs_diff
+    #                         shows the cost; auto = bf16 for a float32 model on a CPU with native bf16, else none
     trust_remote_code: bool = False  # allow custom model code from the hub
     lora: LoraConfig = field(default_factory=LoraConfig)
 

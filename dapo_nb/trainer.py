@@ -69,7 +69,7 @@ from .cpu_threads import AdaptiveThreads
 from .data import evenly_spread, load_prompts_from_config, question_text, render_prompts
 from .evaluate import evaluate
 from .generate import Rollout, completion_logprobs, generate_rollouts, is_greedy
-from .models import apply_lora, policy_from_config
+from .models import apply_lora, policy_from_config, uses_bf16_autocast
 from .rewards import MultiObjectiveReward, RewardBatch, WeightsError, reward_from_config
 from .runs import (RolloutRecord, UnfilledBatchError, append_rollouts, archive_checkpoints, archive_run_logs, checkpoint_root, install_stop_handlers,
                    append_metrics, refuse_if_training, sync_run_logs, training_lock, truncate_run_logs)
@@ -286,6 +286,8 @@ class Trainer:
         wrap = cfg.model.lora.r > 0 and not hasattr(model, "disable_adapter")  # a LoRA checkpoint comes wrapped
         self.model = apply_lora(model, cfg.model.lora) if wrap else model
         self.lora = hasattr(self.model, "disable_adapter")
+        weight = next(self.model.parameters())
+        self.bf16_autocast = uses_bf16_autocast(cfg.model.autocast, weight.device.type, weight.dtype)  # `auto` resolved
         self.tokenizer = tokenizer
         # the KL reference: the base model with adapters off under LoRA, else a frozen copy (only when beta > 0)
         self.ref_model = None
@@ -341,6 +343,9 @@ class Trainer:
                 print(f"dapo_nb: {self.dp.world} data-parallel processes ({torch.distributed.get_backend()}); each "
                       f"samples {(cfg.dapo.gen_batch_size or cfg.ppo.batch_size) // self.dp.world} prompt(s) of every "
                       "generation batch; rank 0 writes the run's files", flush=True)
+        if self.dp.main and self.bf16_autocast and cfg.model.autocast == "auto":
+            print("dapo_nb: model.autocast=auto: rollouts and update forward passes in bf16 autocast on this CPU "
+                  "(model.autocast=none: float32 throughout)", flush=True)
         self.trackers.open(start_step=self.step)  # fresh at 0, else continuing the resumed run's tracker runs
 
     # ------------------------------------------------------------------------
@@ -363,8 +368,8 @@ class Trainer:
     # 1-2. Rollouts, rewards, dynamic sampling
 
     def autocast(self):
-        """bf16 autocast around rollouts and update forward passes when model.autocast=bf16, else nothing."""
-        if self.cfg.model.autocast == "none":
+        """bf16 autocast around rollouts and update forward passes when `model.autocast` resolves to it, else nothing."""
+        if not self.bf16_autocast:
             return contextlib.nullcontext()
         device = self.model.device.type
         if not torch.amp.is_autocast_available(device):

@@ -78,7 +78,7 @@ from .data import load_prompts_from_config, render_prompts, to_chat_messages
 from .rewards import MultiObjectiveReward
 from .data import question_text
 from .generate import eos_token_ids, is_greedy
-from .models import lora_config
+from .models import lora_config, pick_dtype, uses_bf16_autocast
 from .rewards import reward_from_config
 from .runs import (RolloutRecord, append_metrics, append_rollouts, archive_checkpoints, archive_run_logs, checkpoint_root, install_stop_handlers,
                    truncate_run_logs)
@@ -187,8 +187,11 @@ def grpo_config_kwargs(cfg: Config, layout: BatchLayout, output_dir: str, use_cp
     kwargs = dict(
         output_dir=output_dir, disable_tqdm=False, save_strategy="steps", use_cpu=use_cpu,
         dataloader_num_workers=0, log_completions=False, fp16=False,
-        # TRL defaults to bf16 autocast; we follow the model config (force_float32 / dtype), and never on a CPU
-        bf16=not use_cpu and not cfg.model.force_float32 and cfg.model.dtype in ("auto", "bfloat16"),
+        # TRL's bf16 is its autocast (its default on); ours decides it, so both backends compute in one precision:
+        # half-precision weights on a GPU (force_float32 / dtype), or model.autocast resolving to bf16
+        bf16=(not use_cpu and not cfg.model.force_float32 and cfg.model.dtype in ("auto", "bfloat16"))
+        or uses_bf16_autocast(cfg.model.autocast, "cpu" if use_cpu else "cuda",
+                              pick_dtype(cfg.model.dtype, cfg.model.force_float32)),
         **mapped,
     )
     kwargs.update(cfg.trl.args)

@@ -86,8 +86,8 @@ def test_every_key_is_documented_in_config_py():
     assert not [k for k, doc in docs.items() if not doc], "every dataclass field in config.py needs a `# ...` comment"
     # one line of comment, and a field whose comment continues on comment-only lines below it
     assert docs["ppo.batch_size"].startswith("seed key: prompt groups per training step")
-    assert docs["model.autocast"].startswith("none | bf16: rollouts and update forward passes")
-    assert docs["model.autocast"].endswith("metric logprobs/update_vs_rollout_abs_diff shows the cost")
+    assert docs["model.autocast"].startswith("auto | none | bf16: rollouts and update forward passes")
+    assert docs["model.autocast"].endswith("auto = bf16 for a float32 model on a CPU with native bf16, else none")
     assert "#" not in docs["model.autocast"] and "  " not in docs["model.autocast"]
 
 
@@ -101,7 +101,7 @@ def test_keys_prints_default_type_and_documentation():
     assert "data.train_path=builtin:arithmetic/train  (str)\n" in text
     assert "model.device_map=null  (str | None)\n" in text
     assert "reward.weights={correctness: 1.0, format: 0.1}  (dict[str, float])\n" in text
-    autocast = text.split("model.autocast=none  (str)\n", 1)[1].split("\nmodel.", 1)[0]
+    autocast = text.split("model.autocast=auto  (str)\n", 1)[1].split("\nmodel.", 1)[0]
     assert "stay in their dtype" in " ".join(autocast.split())  # the continuation line of its comment
     # a printed default is the override that sets it: feeding every line back gives the default config
     overrides = [h.split("  (", 1)[0] for h in heads]

@@ -113,7 +113,9 @@ def _overrides(model_dir, data, out, *extra) -> list[str]:
             "reward.objectives=[scripted,lengthy]", "reward.weights={scripted: 1.0, lengthy: 0.0}",
             "reward.schedule={2: {scripted: 2.0}}", "ppo.learning_rate=1e-3", "train.total_steps=2",
             "train.save_every=0", "train.threads=1", "train.log_rollouts=8", f"train.output_dir={out / 'run'}",
-            f"train.checkpoint_dir={out / 'ckpt'}", "train.run_name=dp", *extra]
+            f"train.checkpoint_dir={out / 'ckpt'}", "train.run_name=dp",
+            "model.autocast=none",  # float32: two ranks must match one process to 5e-6, below bf16's rounding
+            *extra]
 
 
 def _lines(path) -> list[dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dapo_nb.models import ModelNotFoundError, load_policy, load_tokenizer, pick_dtype
+from dapo_nb.models import ModelNotFoundError, load_policy, load_tokenizer, pick_dtype, uses_bf16_autocast
 
 
 def test_local_directory_loads_with_left_padding_and_pad_token(tiny_model_dir):
@@ -38,6 +38,16 @@ def test_dtype_choice(monkeypatch):
         assert pick_dtype("auto", force_float32=False) is expected, (cuda, bf16)
     with pytest.raises(ValueError, match="model.dtype"):
         pick_dtype("fp8", force_float32=False)
+
+
+def test_autocast_choice():
+    """model.autocast: bf16 / none as said; auto only for float32 weights on a CPU with native bf16."""
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert uses_bf16_autocast("auto", "cpu", torch.float32) is native
+    assert not uses_bf16_autocast("auto", "cpu", torch.bfloat16)  # already half precision
+    assert not uses_bf16_autocast("auto", "cuda", torch.float32)  # not measured on GPUs: float32 stays
+    assert uses_bf16_autocast("bf16", "cuda", torch.float32) and uses_bf16_autocast("bf16", "cpu", torch.float32)
+    assert not uses_bf16_autocast("none", "cpu", torch.float32)
 
 
 def test_missing_local_model_says_how_to_fix(tmp_path):

@@ -224,11 +224,21 @@ def test_time_budget_stops_after_the_running_step(tmp_path, train_file, model_di
 
 
 def test_bf16_autocast_runs_and_reports_the_rollout_update_gap(tmp_path, train_file, model_dir):
-    exact = Trainer(make_cfg(tmp_path, train_file, "train.total_steps=1")).train_step()
+    exact = Trainer(make_cfg(tmp_path, train_file, "train.total_steps=1", "model.autocast=none")).train_step()
     assert exact["logprobs/update_vs_rollout_abs_diff"] < 1e-4  # float32 both times: the same numbers
     mixed = Trainer(make_cfg(tmp_path, train_file, "train.total_steps=1", "model.autocast=bf16",
                              f"train.output_dir={tmp_path / 'bf16'}")).train_step()
     assert 1e-4 < mixed["logprobs/update_vs_rollout_abs_diff"] < 1.0 and mixed["optimizer_updates"] > 0
+
+
+def test_autocast_auto_is_bf16_exactly_on_a_cpu_with_native_bf16(tmp_path, train_file, model_dir):
+    """model.autocast=auto (the default): bf16 autocast where oneDNN computes bf16 natively, else float32; the
+    rollout/update log-prob gap shows which one ran."""
+    trainer = Trainer(make_cfg(tmp_path, train_file, "train.total_steps=1"))
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert trainer.bf16_autocast is native
+    gap = trainer.train_step()["logprobs/update_vs_rollout_abs_diff"]
+    assert gap > 1e-4 if native else gap < 1e-4
 
 
 def test_default_threads_make_room_for_a_busy_neighbour():

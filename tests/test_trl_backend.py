@@ -15,7 +15,7 @@ import torch
 from dapo_nb import plots
 from dapo_nb.config import ConfigError, load_config
 from dapo_nb.data import PromptExample
-from dapo_nb.models import load_policy
+from dapo_nb.models import load_policy, uses_bf16_autocast
 from dapo_nb.trl_backend import (
     TRLRewardAdapter,
     batch_layout,
@@ -53,7 +53,10 @@ def test_layout_and_grpo_config_match_our_batch(tmp_path):
     assert (args.loss_type, args.epsilon, args.epsilon_high, args.beta) == ("dapo", 0.2, 0.28, 0.0)
     assert args.mask_truncated_completions and args.num_iterations == 2 and args.scale_rewards == "group"
     assert args.max_steps == cfg.train.total_steps * 4 and args.logging_steps == 4
-    assert not args.bf16 and args.use_cpu
+    assert args.use_cpu and args.bf16 == uses_bf16_autocast("auto", "cpu", torch.float32)  # model.autocast=auto
+    for autocast, bf16 in (("none", False), ("bf16", True)):  # TRL computes in the precision our trainer would
+        cfg = load_config(overrides=[f"model.autocast={autocast}"])
+        assert GRPOConfig(**grpo_config_kwargs(cfg, batch_layout(cfg, 1), str(tmp_path), use_cpu=True)).bf16 is bf16
 
 
 @pytest.mark.parametrize("overrides, match", [
