@@ -261,13 +261,17 @@ def table(arms: list[Arm]) -> str:
     return "\n".join(lines)
 
 
+def verdict(test: dict) -> str:
+    """A Welch test's reading at 5%: |t| against the two-sided critical value."""
+    return "significant at 5%" if abs(test["t"]) > test["critical"] else "not significant at 5%"
+
+
 def welch_note(a: list[float], b: list[float], before: str, after: str) -> str:
     """Welch's t of a against b with its verdict at 5%, between `before` and `after`; "" without a t."""
     test = welch(a, b)
     if test is None:
         return ""
-    verdict = "significant at 5%" if abs(test["t"]) > test["critical"] else "not significant at 5%"
-    return f"{before}Welch t = {test['t']:.2f} on {test['df']:.1f} df, {verdict}{after}"
+    return f"{before}Welch t = {test['t']:.2f} on {test['df']:.1f} df, {verdict(test)}{after}"
 
 
 def comparison(arm: Arm, ref: Arm) -> str:
@@ -278,8 +282,7 @@ def comparison(arm: Arm, ref: Arm) -> str:
     if test is None:
         text += " (no t: an arm has fewer than 2 seeds or no spread)"
     else:
-        verdict = "significant at 5%" if abs(test["t"]) > test["critical"] else "not significant at 5%"
-        text += (f"; Welch t = {test['t']:.2f} on {test['df']:.1f} df, |t| > {test['critical']:.2f} needed: {verdict} "
+        text += (f"; Welch t = {test['t']:.2f} on {test['df']:.1f} df, |t| > {test['critical']:.2f} needed: {verdict(test)} "
                  f"(these seeds could detect only a difference beyond about {num(test['detectable'])} points)")
     for split in ("heldout", "handwritten"):  # the independent checks of transfer, where both arms have them
         da, db = arm.split_diffs(split), ref.split_diffs(split)
