@@ -177,7 +177,8 @@ def eval_settings(overrides: list[str], split: str) -> dict:
     cfg = load_config(None, [*EVAL_KEYS, *overrides, f"data.test_path={SPLITS[split]}"])
     settings = {k: v for k, v in to_dict(cfg).items() if k in ("model", "data", "sampling", "reward", "eval")}
     settings["eval"].pop("compare_to", None)
-    settings["data"].pop("train_path", None)
+    for training_only in ("train_path", "train_where"):
+        settings["data"].pop(training_only, None)
     path = Path(resolve_builtin(cfg.data.test_path))
     if path.is_file():
         settings["data_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()

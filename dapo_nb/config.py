@@ -53,7 +53,7 @@ OPTIONS = {
 
 
 # Dict-valued keys: a YAML mapping replaces the whole dict, and `key.<entry>=value` sets one entry
-DICT_KEYS = ("reward.weights", "reward.ideal", "reward.schedule", "trl.args", "data.where")
+DICT_KEYS = ("reward.weights", "reward.ideal", "reward.schedule", "trl.args", "data.where", "data.train_where")
 
 
 class ConfigError(ValueError):
@@ -104,6 +104,8 @@ class DataConfig:
     skip_unparsed: bool = False  # drop records whose answer answer_format cannot find (counted in one warning) instead of failing
     where: dict[str, Any] = field(default_factory=dict)  # keep only records whose fields have these values, in train_path and
     #                 test_path alike: {level: [1]} = the shipped task's easiest level (make demo); a list = any of them; {} = all
+    train_where: dict[str, Any] = field(default_factory=dict)  # as data.where, after it, for train_path only: {level: [1]}
+    #                 = train on the easiest level, evaluate on every level; {} = train on all data.where keeps
 
 
 @dataclass
@@ -253,11 +255,12 @@ class Config:
             value = get_key(self, key)
             if not (value is None and key in ("data.id_key", "data.subset")) and not str(value).strip():
                 raise ConfigError(f"{key}={value!r} must not be empty" + ("; use null for none" if key in ("data.id_key", "data.subset") else ""))
-        for name, wanted in self.data.where.items():
-            values = wanted if isinstance(wanted, list) else [wanted]
-            if not str(name).strip() or not values or any(isinstance(v, (dict, list)) or v is None for v in values):
-                raise ConfigError(f"data.where={self.data.where!r}: each entry is a field name and a value or a non-empty list "
-                                  "of values, e.g. data.where={level: [1, 2]}")
+        for key in ("where", "train_where"):
+            for name, wanted in getattr(self.data, key).items():
+                values = wanted if isinstance(wanted, list) else [wanted]
+                if not str(name).strip() or not values or any(isinstance(v, (dict, list)) or v is None for v in values):
+                    raise ConfigError(f"data.{key}={getattr(self.data, key)!r}: each entry is a field name and a value or a "
+                                      f"non-empty list of values, e.g. data.{key}={{level: [1, 2]}}")
         if self.train.save_total_limit < 0 or self.train.keep_previous_runs < 0:
             raise ConfigError(f"train.save_total_limit={self.train.save_total_limit} (0 = keep all) and "
                               f"train.keep_previous_runs={self.train.keep_previous_runs} (0 = keep none) must be >= 0")
@@ -348,7 +351,7 @@ def key_docs() -> dict[str, str]:
             text, alone = comments.get(stmt.end_lineno, ("", True))
             parts = [] if alone else [text]
             line = stmt.end_lineno + 1
-            while line <= node.end_lineno and comments.get(line, ("", False))[1]:
+            while comments.get(line, ("", False))[1]:  # also below a class's last field, outside its AST node
                 parts.append(comments[line][0])
                 line += 1
             docs[stmt.target.id] = " ".join(p for p in parts if p)

@@ -3,7 +3,8 @@ r"""Prompt datasets: load and validate jsonl / parquet / Hugging Face data, and 
 `load_prompts(path_or_name, split, *, prompt_key, answer_key, answer_format, id_key, subset,
 skip_unparsed)` returns a list of `PromptExample`; `load_prompts_from_config(cfg.data, "train" |
 "test")` takes all of those from the `data.*` config keys and keeps the records `data.where` selects
-(`keep_where`, e.g. {level: [1]}: one difficulty level of the shipped task). Sources:
+(`keep_where`, e.g. {level: [1]}: one difficulty level of the shipped task), for training also those
+`data.train_where` selects. Sources:
 
 - a `.jsonl` file, one JSON object per line; blank lines and a UTF-8 BOM are fine;
 - a `.parquet` file, in any column layout, verl's included (`prompt` = `[{"role", "content"}]`,
@@ -534,7 +535,7 @@ def load_prompts(
 
 def load_prompts_from_config(data: Any, which: str = "train") -> list[PromptExample]:
     """`load_prompts` of `data.train_path` (which="train") or `data.test_path` (which="test") with every `data.*` key,
-    then `keep_where(..., data.where)`.
+    then `keep_where(..., data.where)` and, for training, `keep_where(..., data.train_where)`.
 
     `data` is a `config.DataConfig` (`cfg.data`)."""
     if which not in ("train", "test"):
@@ -550,11 +551,14 @@ def load_prompts_from_config(data: Any, which: str = "train") -> list[PromptExam
         subset=data.subset,
         skip_unparsed=data.skip_unparsed,
     )
-    return keep_where(examples, data.where, str(path))
+    examples = keep_where(examples, data.where, str(path))
+    if which == "train":
+        examples = keep_where(examples, data.train_where, str(path), key="data.train_where")
+    return examples
 
 
-def keep_where(examples: list[PromptExample], where: dict, origin: str) -> list[PromptExample]:
-    """The examples whose fields have the values `where` asks for (`data.where`: {field: value or [values]}), in order.
+def keep_where(examples: list[PromptExample], where: dict, origin: str, key: str = "data.where") -> list[PromptExample]:
+    """The examples whose fields have the values `where` asks for (`key`: {field: value or [values]}), in order.
 
     A field is looked up in the record's other fields (`extra`, e.g. `level`) or `data_source`; a value matches when
     equal or equal as text (`level: 1` matches 1 and "1"). A record without the field, or nothing left, is an error
@@ -566,13 +570,13 @@ def keep_where(examples: list[PromptExample], where: dict, origin: str) -> list[
             value = example.data_source if name == "data_source" else example.extra.get(name, _MISSING)
             if value is _MISSING:
                 fields = ", ".join(sorted(example.extra)) or "none"
-                raise DataValidationError(f"{origin}: qid {example.qid!r} has no field {name!r} for data.where (its other "
-                                          f"fields: {fields}); fix data.where or the data")
+                raise DataValidationError(f"{origin}: qid {example.qid!r} has no field {name!r} for {key} (its other "
+                                          f"fields: {fields}); fix {key} or the data")
             seen.add(str(value))
             if str(value) in allowed:
                 kept.append(example)
         if not kept:
-            raise DataValidationError(f"{origin}: data.where {name}={wanted!r} keeps none of its {len(examples)} records; "
+            raise DataValidationError(f"{origin}: {key} {name}={wanted!r} keeps none of its {len(examples)} records; "
                                       f"{name} there is one of: {', '.join(sorted(seen)[:20])}")
         examples = kept
     return examples

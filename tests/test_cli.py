@@ -89,6 +89,7 @@ def test_every_key_is_documented_in_config_py():
     assert docs["model.autocast"].startswith("auto | none | bf16: rollouts and update forward passes")
     assert docs["model.autocast"].endswith("auto = bf16 for a float32 model on a CPU with native bf16, else none")
     assert "#" not in docs["model.autocast"] and "  " not in docs["model.autocast"]
+    assert docs["data.train_where"].endswith("{} = train on all data.where keeps")  # a class's last field continues too
 
 
 def test_keys_prints_default_type_and_documentation():

@@ -438,6 +438,22 @@ def test_where_errors_name_the_file_the_field_and_what_there_is(tmp_path):
             load_config(None, [bad])
 
 
+def test_train_where_filters_training_only_after_where(tmp_path):
+    train = from_config(["data.train_where={level: [1]}"], "train")
+    test = from_config(["data.train_where={level: [1]}"], "test")
+    assert [e.qid for e in train] == [e.qid for e in from_config(["data.where={level: [1]}"], "train")]
+    assert len(test) == 150 and {e.extra["level"] for e in test} == {1, 2, 3}  # evaluation keeps every level
+    both = from_config(["data.where={level: [1, 2]}", "data.train_where={level: [2, 3]}"], "train")
+    assert {e.extra["level"] for e in both} == {2}  # data.where first, then data.train_where
+    path = write_jsonl(tmp_path / "math.jsonl", MATH_ROWS)
+    with pytest.raises(DataValidationError) as caught:
+        from_config([f"data.train_path={path}", *MATH_KEYS, "data.train_where={difficulty: 1}"])
+    assert str(caught.value) == (f"{path}: qid 'math-1' has no field 'difficulty' for data.train_where (its other "
+                                 "fields: level, problem, solution, type); fix data.train_where or the data")
+    with pytest.raises(ConfigError, match=r"data.train_where=.*each entry is a field name and a value or a non-empty"):
+        load_config(None, ["data.train_where={level: []}"])
+
+
 def test_where_from_a_yaml_file_replaces_the_default(tmp_path):
     config_file = tmp_path / "run.yaml"
     config_file.write_text("data:\n  where:\n    level: [2]\n", encoding="utf-8")
